@@ -1,0 +1,26 @@
+"""Exact, batched, differentiable Gaussian filtering maths in pure torch.
+
+No ``nn.Module`` state, no Lightning, no pandas: functions on tensors with axes
+``(*batch, time, dim)``.
+"""
+
+from .belief import GaussianBelief
+from .forecast import kalman_forecast
+from .kalman import FilterResult, kalman_filter
+from .smoother import SmootherResult, kalman_smoother
+from .linalg import NotPositiveDefiniteError, cholesky, cholesky_solve, logdet_from_cholesky, symmetrize, triangular_solve
+
+__all__ = [
+    "GaussianBelief",
+    "FilterResult",
+    "kalman_filter",
+    "SmootherResult",
+    "kalman_smoother",
+    "kalman_forecast",
+    "NotPositiveDefiniteError",
+    "cholesky",
+    "cholesky_solve",
+    "logdet_from_cholesky",
+    "symmetrize",
+    "triangular_solve",
+]

@@ -1,0 +1,73 @@
+"""Forecasting: repeated time updates from a belief, in closed form."""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+
+from .belief import GaussianBelief
+from .kalman import at_step
+from .steps import predict
+from .validation import check_matrix, check_psd, check_tensor
+
+__all__ = ["kalman_forecast"]
+
+
+def kalman_forecast(mean, cov, transition_matrix, transition_cov, horizon: int, transition_offset=None) -> GaussianBelief:
+    """Predict ``horizon`` steps ahead: ``m ← A m + c``, ``P ← A P Aᵀ + Q`` repeated.
+
+    Parameters
+    ----------
+    mean : Tensor, shape (*batch, S)
+        Mean of the belief at the last observed step.
+    cov : Tensor, shape (*batch, S, S) or (S, S)
+        Its covariance; an unbatched covariance is propagated once for the whole batch.
+    transition_matrix, transition_cov : Tensor, shape (S, S) or (*batch, horizon, S, S)
+        When time-varying, entry ``k`` is used for forecast step ``k + 1``.
+    horizon : int
+        Number of steps ahead, at least 1.
+    transition_offset : Tensor, shape (S,) or (*batch, horizon, S), optional
+
+    Returns
+    -------
+    GaussianBelief
+        ``mean`` of shape (*batch, horizon, S) and ``cov`` of shape (*batch, horizon, S, S); entry
+        ``k`` is the belief ``k + 1`` steps ahead.
+    """
+    try:
+        horizon = operator.index(horizon)
+    except TypeError:
+        raise TypeError(f"horizon must be an int, got {type(horizon).__name__}") from None
+    if horizon < 1:
+        raise ValueError(f"horizon must be at least 1, got {horizon}")
+    mean = check_tensor(mean, "mean")
+    if mean.ndim < 1:
+        raise ValueError(f"mean must have shape (*batch, S), got {tuple(mean.shape)}")
+    dtype, device, state_dim = mean.dtype, mean.device, mean.shape[-1]
+    cov = check_tensor(cov, "cov", dtype, device)
+    if cov.ndim < 2 or cov.shape[-2:] != (state_dim, state_dim):
+        raise ValueError(f"cov must have shape (*batch, {state_dim}, {state_dim}), got {tuple(cov.shape)}")
+    check_psd(cov, "cov")
+    batch_shape = torch.broadcast_shapes(mean.shape[:-1], cov.shape[:-2])
+    args = (state_dim, state_dim, horizon, batch_shape, dtype, device)
+    A = check_matrix(transition_matrix, "transition_matrix", *args)
+    Q = check_matrix(transition_cov, "transition_cov", *args)
+    check_psd(Q, "transition_cov")
+    c = transition_offset
+    if c is not None:
+        c = check_tensor(c, "transition_offset", dtype, device)
+        if c.shape != (state_dim,) and (c.ndim < 2 or c.shape[-2:] != (horizon, state_dim)):
+            raise ValueError(
+                f"transition_offset must have shape ({state_dim},) or (*batch, horizon={horizon}, {state_dim}), "
+                f"got {tuple(c.shape)}"
+            )
+
+    means, covs = [], []
+    for k in range(horizon):
+        mean, cov = predict(mean, cov, at_step(A, k, 2), at_step(Q, k, 2), at_step(c, k, 1))
+        means.append(mean)
+        covs.append(cov)
+    covs = torch.stack(covs, -3)
+    means = torch.stack(torch.broadcast_tensors(*means), -2)
+    return GaussianBelief(means, covs.expand(means.shape[:-2] + (horizon, state_dim, state_dim)))

@@ -1,0 +1,180 @@
+"""One Kalman step at a time: predict, covariance update, mean update, log-likelihood.
+
+These are the only implementations of the Kalman equations in the package; the sequential, the
+shared-covariance and the nonlinear filters all call them.  Every function is batched over any
+leading axes (which broadcast) and differentiable.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .linalg import cholesky, cholesky_solve, logdet_from_cholesky, symmetrize, triangular_solve
+
+__all__ = [
+    "predict",
+    "predict_cov",
+    "predict_observation",
+    "update_covariance",
+    "update_mean",
+    "innovation_log_likelihood",
+    "mask_observation_model",
+]
+
+
+def predict(mean, cov, transition_matrix, transition_cov, transition_offset=None):
+    """Time update ``m⁻ = A m + c``, ``P⁻ = A P Aᵀ + Q``.
+
+    Parameters
+    ----------
+    mean : Tensor, shape (*batch, S)
+    cov : Tensor, shape (*batch, S, S)
+    transition_matrix, transition_cov : Tensor, shape (*batch, S, S)
+    transition_offset : Tensor, shape (*batch, S), optional
+
+    Returns
+    -------
+    mean : Tensor, shape (*batch, S)
+    cov : Tensor, shape (*batch, S, S)
+    """
+    pred_mean = (transition_matrix @ mean.unsqueeze(-1)).squeeze(-1)  # m⁻ = A m + c
+    if transition_offset is not None:
+        pred_mean = pred_mean + transition_offset
+    return pred_mean, predict_cov(cov, transition_matrix, transition_cov)
+
+
+def predict_cov(cov, transition_matrix, transition_cov):
+    """Covariance half of the time update, ``P⁻ = A P Aᵀ + Q`` (symmetrised).
+
+    Parameters
+    ----------
+    cov : Tensor, shape (*batch, S, S)
+    transition_matrix, transition_cov : Tensor, shape (*batch, S, S)
+
+    Returns
+    -------
+    Tensor, shape (*batch, S, S)
+    """
+    return symmetrize(transition_matrix @ cov @ transition_matrix.mT + transition_cov)  # P⁻ = A P Aᵀ + Q
+
+
+def predict_observation(pred_mean, pred_cov, observation_matrix, observation_cov):
+    """One-step predictive distribution of the observation, ``N(H m⁻, H P⁻ Hᵀ + R)``.
+
+    Parameters
+    ----------
+    pred_mean : Tensor, shape (*batch, S)
+    pred_cov : Tensor, shape (*batch, S, S)
+    observation_matrix : Tensor, shape (*batch, L, S)
+    observation_cov : Tensor, shape (*batch, L, L)
+
+    Returns
+    -------
+    mean : Tensor, shape (*batch, L)
+    cov : Tensor, shape (*batch, L, L)
+    """
+    H = observation_matrix
+    mean = (H @ pred_mean.unsqueeze(-1)).squeeze(-1)  # ẑ = H m⁻
+    cov = symmetrize(H @ pred_cov @ H.mT + observation_cov)  # Σ_e = H P⁻ Hᵀ + R
+    return mean, cov
+
+
+def update_covariance(pred_cov, observation_matrix, observation_cov):
+    """Covariance half of the Kalman update (independent of the data).
+
+    Parameters
+    ----------
+    pred_cov : Tensor, shape (*batch, S, S)
+        Predicted covariance ``P⁻``.
+    observation_matrix : Tensor, shape (*batch, L, S)
+    observation_cov : Tensor, shape (*batch, L, L)
+
+    Returns
+    -------
+    cov : Tensor, shape (*batch, S, S)
+        Filtered covariance, Joseph form.
+    gain : Tensor, shape (*batch, S, L)
+        Kalman gain ``K``.
+    innovation_chol : Tensor, shape (*batch, L, L)
+        Lower Cholesky factor of the innovation covariance ``Σ_e``.
+    """
+    H, R = observation_matrix, observation_cov
+    HP = H @ pred_cov
+    innovation_cov = HP @ H.mT + R  # Σ_e = H P⁻ Hᵀ + R
+    chol = cholesky(innovation_cov, "innovation covariance H P⁻ Hᵀ + R")
+    gain = cholesky_solve(HP, chol).mT  # K = P⁻ Hᵀ Σ_e⁻¹
+    eye = torch.eye(pred_cov.shape[-1], dtype=pred_cov.dtype, device=pred_cov.device)
+    residual = eye - gain @ H
+    cov = symmetrize(residual @ pred_cov @ residual.mT + gain @ R @ gain.mT)  # (I−KH) P⁻ (I−KH)ᵀ + K R Kᵀ
+    return cov, gain, chol
+
+
+def update_mean(pred_mean, gain, observation, observation_matrix):
+    """Mean half of the Kalman update.
+
+    Parameters
+    ----------
+    pred_mean : Tensor, shape (*batch, S)
+    gain : Tensor, shape (*batch, S, L)
+    observation : Tensor, shape (*batch, L)
+    observation_matrix : Tensor, shape (*batch, L, S)
+
+    Returns
+    -------
+    mean : Tensor, shape (*batch, S)
+        ``m = m⁻ + K e``.
+    innovation : Tensor, shape (*batch, L)
+        ``e = z − H m⁻``.
+    """
+    innovation = observation - (observation_matrix @ pred_mean.unsqueeze(-1)).squeeze(-1)  # e = z − H m⁻
+    mean = pred_mean + (gain @ innovation.unsqueeze(-1)).squeeze(-1)  # m = m⁻ + K e
+    return mean, innovation
+
+
+def innovation_log_likelihood(innovation, innovation_chol, num_observed):
+    """Gaussian log-density of innovations: ``−½ (eᵀ Σ_e⁻¹ e + log|Σ_e| + n log 2π)``.
+
+    Parameters
+    ----------
+    innovation : Tensor, shape (*batch, L)
+    innovation_chol : Tensor, shape (*batch, L, L)
+        Lower Cholesky factor of ``Σ_e``; batch axes broadcast.
+    num_observed : Tensor or int, broadcastable to (*batch,)
+        Number of observed components ``n`` (masked components carry unit variance and zero
+        innovation, contributing nothing but the ``log 2π`` term this count removes).
+
+    Returns
+    -------
+    Tensor, shape (*batch,)
+    """
+    chol = innovation_chol.expand(innovation.shape[:-1] + innovation_chol.shape[-2:])
+    white = triangular_solve(chol, innovation.unsqueeze(-1)).squeeze(-1)
+    return -0.5 * (white.square().sum(-1) + logdet_from_cholesky(chol) + num_observed * math.log(2 * math.pi))
+
+
+def mask_observation_model(observation_matrix, observation_cov, observed):
+    """Drop missing components from the observation model without changing shapes.
+
+    Rows of ``H`` for missing components become zero, and so do the rows and columns of ``R``,
+    whose diagonal entry becomes one.  The innovation of such a component is then zero with unit
+    variance and uncorrelated with the rest, so its gain column vanishes: the update conditions
+    exactly on the observed components, and the log-likelihood gains only the ``log 2π`` term that
+    :func:`innovation_log_likelihood` removes through ``num_observed``.
+
+    Parameters
+    ----------
+    observation_matrix : Tensor, shape (*batch, L, S)
+    observation_cov : Tensor, shape (*batch, L, L)
+    observed : Tensor, shape (*batch, L), bool
+
+    Returns
+    -------
+    observation_matrix : Tensor, shape (*batch, L, S)
+    observation_cov : Tensor, shape (*batch, L, L)
+    """
+    weight = observed.to(observation_matrix.dtype)
+    masked_H = observation_matrix * weight.unsqueeze(-1)
+    masked_R = observation_cov * (weight.unsqueeze(-1) * weight.unsqueeze(-2)) + torch.diag_embed(1.0 - weight)
+    return masked_H, masked_R

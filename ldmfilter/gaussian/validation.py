@@ -1,0 +1,216 @@
+"""Argument checking and normalisation for the linear-Gaussian routines.
+
+Shape rules (the same for every public function of :mod:`ldmfilter.gaussian`):
+
+* a matrix parameter with exactly two dims, e.g. ``(S, S)``, is time-invariant and shared;
+* a matrix parameter with more dims carries an explicit time axis: ``(*batch, T, S, S)``, where
+  ``*batch`` broadcasts against the observations' batch axes and entry ``t`` is used at step
+  ``t`` (for a transition: the transition *into* step ``t``; entry 0 is unused).  A per-series
+  but time-invariant parameter is given by expanding it along time (``A[..., None, :, :].expand``,
+  a view that costs nothing).  Shapes are never guessed: a 3-D array is always time-varying;
+* a vector offset follows the same rule: ``(S,)`` or ``(*batch, T, S)``;
+* the initial mean and covariance have no time axis: ``(S,)``/``(*batch, S)`` and
+  ``(S, S)``/``(*batch, S, S)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["LinearGaussianModel", "check_tensor", "check_matrix", "check_psd", "check_observations", "check_mask", "prepare_linear_model"]
+
+
+def check_tensor(value, name: str, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
+    """Require a floating torch tensor (of ``dtype``/``device`` when given)."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must have a floating dtype (float32 or float64), got {value.dtype}")
+    if dtype is not None and value.dtype != dtype:
+        raise TypeError(f"{name} has dtype {value.dtype} but the observations have {dtype}; use one dtype")
+    if device is not None and value.device != device:
+        raise ValueError(f"{name} is on {value.device} but the observations are on {device}")
+    return value
+
+
+def check_observations(observations) -> torch.Tensor:
+    """Check observations of shape ``(*batch, T, L)``: float, ``T >= 1``, no inf (NaN = missing)."""
+    obs = check_tensor(observations, "observations")
+    if obs.ndim < 2:
+        raise ValueError(f"observations must have shape (*batch, T, L), got {tuple(obs.shape)}")
+    if obs.shape[-2] < 1 or obs.shape[-1] < 1:
+        raise ValueError(f"observations need at least one time step and one dimension, got {tuple(obs.shape)}")
+    if torch.isinf(obs).any():
+        raise ValueError("observations contain inf; use NaN (or the mask) to mark missing values")
+    return obs
+
+
+def _broadcastable(shape: tuple, target: tuple) -> bool:
+    try:
+        return torch.broadcast_shapes(shape, target) == target
+    except RuntimeError:
+        return False
+
+
+def check_matrix(value, name, rows, cols, steps, batch_shape, dtype, device) -> torch.Tensor:
+    """Check a ``(rows, cols)`` parameter, static or time-varying ``(*batch, steps, rows, cols)``."""
+    value = check_tensor(value, name, dtype, device)
+    if value.ndim == 2:
+        if value.shape != (rows, cols):
+            raise ValueError(f"{name} must have shape ({rows}, {cols}), got {tuple(value.shape)}")
+        return value
+    if value.ndim < 2 or value.shape[-3:] != (steps, rows, cols):
+        raise ValueError(
+            f"{name} must have shape ({rows}, {cols}) or (*batch, T={steps}, {rows}, {cols}) when "
+            f"time-varying, got {tuple(value.shape)}"
+        )
+    if not _broadcastable(value.shape[:-3], batch_shape):
+        raise ValueError(
+            f"{name} batch axes {tuple(value.shape[:-3])} do not broadcast to the observations' "
+            f"batch axes {tuple(batch_shape)}"
+        )
+    return value
+
+
+def check_psd(value: torch.Tensor, name: str) -> None:
+    """Symmetric and positive semi-definite up to sqrt(machine epsilon), relative."""
+    with torch.no_grad():
+        tol = torch.finfo(value.dtype).eps ** 0.5
+        if not torch.isfinite(value).all():
+            raise ValueError(f"{name} contains NaN or inf")
+        scale = value.abs().amax(dim=(-2, -1)).clamp_min(torch.finfo(value.dtype).tiny)
+        asym = (value - value.mT).abs().amax(dim=(-2, -1))
+        if (asym > tol * scale).any():
+            raise ValueError(f"{name} of shape {tuple(value.shape)} is not symmetric")
+        smallest = torch.linalg.eigvalsh(value)[..., 0]
+        if (smallest < -tol * scale).any():
+            raise ValueError(
+                f"{name} of shape {tuple(value.shape)} is not positive semi-definite "
+                f"(smallest eigenvalue {smallest.min().item():.3g})"
+            )
+
+
+def check_mask(mask, batch_shape: tuple, steps: int, obs_dim: int) -> torch.Tensor:
+    """Check a bool mask of shape ``(*batch, T)`` or ``(*batch, T, L)``; return it as (*batch, T, L)."""
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(f"mask must be a torch.Tensor of bool, got {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must have dtype torch.bool (True = observed), got {mask.dtype}")
+    full = tuple(batch_shape) + (steps, obs_dim)
+    if _broadcastable(tuple(mask.shape) + (1,), full):
+        return mask.unsqueeze(-1).expand(full)
+    if _broadcastable(tuple(mask.shape), full):
+        return mask.expand(full)
+    raise ValueError(
+        f"mask must have shape (*batch, T) = {tuple(batch_shape) + (steps,)} or (*batch, T, L) = {full}, "
+        f"got {tuple(mask.shape)}"
+    )
+
+
+@dataclass(frozen=True)
+class LinearGaussianModel:
+    """Checked inputs of a linear-Gaussian filter (see the module docstring for shapes)."""
+
+    observations: torch.Tensor  # (*batch, T, L), missing entries replaced by 0
+    observed: torch.Tensor | None  # (*batch, T, L) bool, None when everything is observed
+    transition_matrix: torch.Tensor
+    transition_cov: torch.Tensor
+    observation_matrix: torch.Tensor
+    observation_cov: torch.Tensor
+    initial_mean: torch.Tensor
+    initial_cov: torch.Tensor
+    transition_offset: torch.Tensor | None
+
+    @property
+    def batch_shape(self) -> tuple:
+        return tuple(self.observations.shape[:-2])
+
+    @property
+    def num_steps(self) -> int:
+        return self.observations.shape[-2]
+
+    @property
+    def covariance_is_shared(self) -> bool:
+        """True when the covariance recursion is the same for every series of the batch."""
+        params = (self.transition_matrix, self.transition_cov, self.observation_matrix, self.observation_cov)
+        if any(p.ndim > 3 for p in params) or self.initial_cov.ndim > 2:
+            return False
+        if self.observed is None:
+            return True
+        flat = self.observed.reshape(-1, *self.observed.shape[-2:])
+        return bool((flat == flat[:1]).all())
+
+
+def prepare_linear_model(
+    observations,
+    transition_matrix,
+    transition_cov,
+    observation_matrix,
+    observation_cov,
+    initial_mean,
+    initial_cov,
+    transition_offset=None,
+    mask=None,
+) -> LinearGaussianModel:
+    """Validate the arguments of :func:`~ldmfilter.gaussian.kalman_filter` and normalise them.
+
+    Raises
+    ------
+    TypeError
+        Wrong types or dtypes (non-tensors, integer tensors, mixed dtypes, non-bool mask).
+    ValueError
+        Wrong shapes, non-symmetric or non-PSD covariances, inf in the observations.
+    """
+    obs = check_observations(observations)
+    dtype, device = obs.dtype, obs.device
+    batch_shape, steps, obs_dim = tuple(obs.shape[:-2]), obs.shape[-2], obs.shape[-1]
+
+    initial_mean = check_tensor(initial_mean, "initial_mean", dtype, device)
+    if initial_mean.ndim < 1:
+        raise ValueError(f"initial_mean must have shape (S,) or (*batch, S), got {tuple(initial_mean.shape)}")
+    state_dim = initial_mean.shape[-1]
+    if not _broadcastable(initial_mean.shape[:-1], batch_shape):
+        raise ValueError(
+            f"initial_mean batch axes {tuple(initial_mean.shape[:-1])} do not broadcast to {batch_shape}"
+        )
+    initial_cov = check_tensor(initial_cov, "initial_cov", dtype, device)
+    if initial_cov.ndim < 2 or initial_cov.shape[-2:] != (state_dim, state_dim):
+        raise ValueError(
+            f"initial_cov must have shape ({state_dim}, {state_dim}) or (*batch, {state_dim}, {state_dim}), "
+            f"got {tuple(initial_cov.shape)}"
+        )
+    if not _broadcastable(initial_cov.shape[:-2], batch_shape):
+        raise ValueError(f"initial_cov batch axes {tuple(initial_cov.shape[:-2])} do not broadcast to {batch_shape}")
+
+    args = (steps, batch_shape, dtype, device)
+    A = check_matrix(transition_matrix, "transition_matrix", state_dim, state_dim, *args)
+    Q = check_matrix(transition_cov, "transition_cov", state_dim, state_dim, *args)
+    H = check_matrix(observation_matrix, "observation_matrix", obs_dim, state_dim, *args)
+    R = check_matrix(observation_cov, "observation_cov", obs_dim, obs_dim, *args)
+    for value, name in ((Q, "transition_cov"), (R, "observation_cov"), (initial_cov, "initial_cov")):
+        check_psd(value, name)
+
+    if transition_offset is not None:
+        transition_offset = check_tensor(transition_offset, "transition_offset", dtype, device)
+        ok = transition_offset.shape == (state_dim,) or (
+            transition_offset.ndim >= 2
+            and transition_offset.shape[-2:] == (steps, state_dim)
+            and _broadcastable(transition_offset.shape[:-2], batch_shape)
+        )
+        if not ok:
+            raise ValueError(
+                f"transition_offset must have shape ({state_dim},) or (*batch, T={steps}, {state_dim}), "
+                f"got {tuple(transition_offset.shape)}"
+            )
+
+    observed = ~torch.isnan(obs)
+    if mask is not None:
+        observed = observed & check_mask(mask, batch_shape, steps, obs_dim)
+    if bool(observed.all()):
+        observed = None
+    else:
+        obs = torch.where(observed, obs, torch.zeros((), dtype=dtype, device=device))
+
+    return LinearGaussianModel(obs, observed, A, Q, H, R, initial_mean, initial_cov, transition_offset)

@@ -7,6 +7,8 @@ No ``nn.Module`` state, no Lightning, no pandas: functions on tensors with axes
 from .belief import GaussianBelief
 from .forecast import kalman_forecast
 from .kalman import FilterResult, kalman_filter
+from .moments import PropagatedMoments, cubature, linearize, propagate, unscented
+from .nonlinear import nonlinear_filter
 from .smoother import SmootherResult, kalman_smoother
 from .linalg import NotPositiveDefiniteError, cholesky, cholesky_solve, logdet_from_cholesky, symmetrize, triangular_solve
 
@@ -17,6 +19,12 @@ __all__ = [
     "SmootherResult",
     "kalman_smoother",
     "kalman_forecast",
+    "nonlinear_filter",
+    "PropagatedMoments",
+    "linearize",
+    "unscented",
+    "cubature",
+    "propagate",
     "NotPositiveDefiniteError",
     "cholesky",
     "cholesky_solve",

@@ -9,7 +9,7 @@ import torch
 from .belief import GaussianBelief
 from .kalman import at_step
 from .steps import predict
-from .validation import check_matrix, check_psd, check_tensor
+from .validation import check_matrix, check_offset, check_psd, check_tensor
 
 __all__ = ["kalman_forecast"]
 
@@ -54,14 +54,7 @@ def kalman_forecast(mean, cov, transition_matrix, transition_cov, horizon: int, 
     A = check_matrix(transition_matrix, "transition_matrix", *args)
     Q = check_matrix(transition_cov, "transition_cov", *args)
     check_psd(Q, "transition_cov")
-    c = transition_offset
-    if c is not None:
-        c = check_tensor(c, "transition_offset", dtype, device)
-        if c.shape != (state_dim,) and (c.ndim < 2 or c.shape[-2:] != (horizon, state_dim)):
-            raise ValueError(
-                f"transition_offset must have shape ({state_dim},) or (*batch, horizon={horizon}, {state_dim}), "
-                f"got {tuple(c.shape)}"
-            )
+    c = check_offset(transition_offset, "transition_offset", state_dim, horizon, batch_shape, dtype, device)
 
     means, covs = [], []
     for k in range(horizon):

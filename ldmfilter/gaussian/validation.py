@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["LinearGaussianModel", "check_tensor", "check_matrix", "check_psd", "check_observations", "check_mask", "prepare_linear_model"]
+__all__ = ["LinearGaussianModel", "check_tensor", "check_matrix", "check_psd", "check_observations", "check_mask", "split_missing", "check_initial_belief", "check_offset", "prepare_linear_model"]
 
 
 def check_tensor(value, name: str, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
@@ -109,6 +109,67 @@ def check_mask(mask, batch_shape: tuple, steps: int, obs_dim: int) -> torch.Tens
     )
 
 
+def split_missing(observations: torch.Tensor, mask=None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Combine the NaN pattern with ``mask``; return zero-filled observations and the observed mask.
+
+    Parameters
+    ----------
+    observations : Tensor, shape (*batch, T, L)
+        Already checked by :func:`check_observations`.
+    mask : Tensor of bool, shape (*batch, T) or (*batch, T, L), optional
+
+    Returns
+    -------
+    observations : Tensor, shape (*batch, T, L)
+        Missing entries replaced by 0 (so that no NaN reaches a gradient).
+    observed : Tensor of bool, shape (*batch, T, L), or None when everything is observed
+    """
+    batch_shape, steps, obs_dim = tuple(observations.shape[:-2]), observations.shape[-2], observations.shape[-1]
+    observed = ~torch.isnan(observations)
+    if mask is not None:
+        observed = observed & check_mask(mask, batch_shape, steps, obs_dim)
+    if bool(observed.all()):
+        return observations, None
+    return torch.where(observed, observations, torch.zeros((), dtype=observations.dtype, device=observations.device)), observed
+
+
+def check_initial_belief(initial_mean, initial_cov, batch_shape: tuple, dtype, device):
+    """Check the prior ``(S,)``/``(*batch, S)`` and ``(S, S)``/``(*batch, S, S)``; return both."""
+    initial_mean = check_tensor(initial_mean, "initial_mean", dtype, device)
+    if initial_mean.ndim < 1:
+        raise ValueError(f"initial_mean must have shape (S,) or (*batch, S), got {tuple(initial_mean.shape)}")
+    state_dim = initial_mean.shape[-1]
+    if not _broadcastable(initial_mean.shape[:-1], batch_shape):
+        raise ValueError(
+            f"initial_mean batch axes {tuple(initial_mean.shape[:-1])} do not broadcast to {batch_shape}"
+        )
+    initial_cov = check_tensor(initial_cov, "initial_cov", dtype, device)
+    if initial_cov.ndim < 2 or initial_cov.shape[-2:] != (state_dim, state_dim):
+        raise ValueError(
+            f"initial_cov must have shape ({state_dim}, {state_dim}) or (*batch, {state_dim}, {state_dim}), "
+            f"got {tuple(initial_cov.shape)}"
+        )
+    if not _broadcastable(initial_cov.shape[:-2], batch_shape):
+        raise ValueError(f"initial_cov batch axes {tuple(initial_cov.shape[:-2])} do not broadcast to {batch_shape}")
+    check_psd(initial_cov, "initial_cov")
+    return initial_mean, initial_cov
+
+
+def check_offset(offset, name: str, state_dim: int, steps: int, batch_shape: tuple, dtype, device):
+    """Check a vector parameter ``(S,)`` or time-varying ``(*batch, T, S)``; None passes through."""
+    if offset is None:
+        return None
+    offset = check_tensor(offset, name, dtype, device)
+    ok = offset.shape == (state_dim,) or (
+        offset.ndim >= 2 and offset.shape[-2:] == (steps, state_dim) and _broadcastable(offset.shape[:-2], batch_shape)
+    )
+    if not ok:
+        raise ValueError(
+            f"{name} must have shape ({state_dim},) or (*batch, T={steps}, {state_dim}), got {tuple(offset.shape)}"
+        )
+    return offset
+
+
 @dataclass(frozen=True)
 class LinearGaussianModel:
     """Checked inputs of a linear-Gaussian filter (see the module docstring for shapes)."""
@@ -166,51 +227,15 @@ def prepare_linear_model(
     obs = check_observations(observations)
     dtype, device = obs.dtype, obs.device
     batch_shape, steps, obs_dim = tuple(obs.shape[:-2]), obs.shape[-2], obs.shape[-1]
-
-    initial_mean = check_tensor(initial_mean, "initial_mean", dtype, device)
-    if initial_mean.ndim < 1:
-        raise ValueError(f"initial_mean must have shape (S,) or (*batch, S), got {tuple(initial_mean.shape)}")
+    initial_mean, initial_cov = check_initial_belief(initial_mean, initial_cov, batch_shape, dtype, device)
     state_dim = initial_mean.shape[-1]
-    if not _broadcastable(initial_mean.shape[:-1], batch_shape):
-        raise ValueError(
-            f"initial_mean batch axes {tuple(initial_mean.shape[:-1])} do not broadcast to {batch_shape}"
-        )
-    initial_cov = check_tensor(initial_cov, "initial_cov", dtype, device)
-    if initial_cov.ndim < 2 or initial_cov.shape[-2:] != (state_dim, state_dim):
-        raise ValueError(
-            f"initial_cov must have shape ({state_dim}, {state_dim}) or (*batch, {state_dim}, {state_dim}), "
-            f"got {tuple(initial_cov.shape)}"
-        )
-    if not _broadcastable(initial_cov.shape[:-2], batch_shape):
-        raise ValueError(f"initial_cov batch axes {tuple(initial_cov.shape[:-2])} do not broadcast to {batch_shape}")
-
     args = (steps, batch_shape, dtype, device)
     A = check_matrix(transition_matrix, "transition_matrix", state_dim, state_dim, *args)
     Q = check_matrix(transition_cov, "transition_cov", state_dim, state_dim, *args)
     H = check_matrix(observation_matrix, "observation_matrix", obs_dim, state_dim, *args)
     R = check_matrix(observation_cov, "observation_cov", obs_dim, obs_dim, *args)
-    for value, name in ((Q, "transition_cov"), (R, "observation_cov"), (initial_cov, "initial_cov")):
-        check_psd(value, name)
-
-    if transition_offset is not None:
-        transition_offset = check_tensor(transition_offset, "transition_offset", dtype, device)
-        ok = transition_offset.shape == (state_dim,) or (
-            transition_offset.ndim >= 2
-            and transition_offset.shape[-2:] == (steps, state_dim)
-            and _broadcastable(transition_offset.shape[:-2], batch_shape)
-        )
-        if not ok:
-            raise ValueError(
-                f"transition_offset must have shape ({state_dim},) or (*batch, T={steps}, {state_dim}), "
-                f"got {tuple(transition_offset.shape)}"
-            )
-
-    observed = ~torch.isnan(obs)
-    if mask is not None:
-        observed = observed & check_mask(mask, batch_shape, steps, obs_dim)
-    if bool(observed.all()):
-        observed = None
-    else:
-        obs = torch.where(observed, obs, torch.zeros((), dtype=dtype, device=device))
-
-    return LinearGaussianModel(obs, observed, A, Q, H, R, initial_mean, initial_cov, transition_offset)
+    check_psd(Q, "transition_cov")
+    check_psd(R, "observation_cov")
+    offset = check_offset(transition_offset, "transition_offset", state_dim, *args)
+    obs, observed = split_missing(obs, mask)
+    return LinearGaussianModel(obs, observed, A, Q, H, R, initial_mean, initial_cov, offset)

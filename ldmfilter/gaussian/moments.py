@@ -1,0 +1,188 @@
+"""Sampling-free moment rules: a Gaussian belief pushed through a nonlinear function.
+
+Each rule maps ``x ~ N(m, P)`` through ``y = f(x)`` deterministically and returns the Gaussian
+approximation ``N(E[y], Cov[y])`` together with the cross-covariance ``Cov[x, y]`` needed by a
+Kalman update.  On an affine ``f`` every rule is exact.
+
+``fn`` receives a batch of row vectors, shape ``(N, S)`` (and the matching inputs ``(N, U)``
+when ``inputs`` is given), and must return ``(N, D)``, treating rows independently (no batch
+normalisation).  Everything stays differentiable with respect to ``mean``, ``cov`` and the
+parameters ``fn`` closes over.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+
+from .linalg import cholesky, symmetrize
+
+__all__ = ["PropagatedMoments", "linearize", "unscented", "cubature", "propagate", "MOMENT_RULES"]
+
+
+class PropagatedMoments(NamedTuple):
+    """Moments of ``y = f(x)`` for ``x ~ N(m, P)``.
+
+    Attributes
+    ----------
+    mean : Tensor, shape (*batch, D)
+    cov : Tensor, shape (*batch, D, D)
+    cross_cov : Tensor, shape (*batch, S, D)
+        ``Cov[x, y]``.
+    """
+
+    mean: torch.Tensor
+    cov: torch.Tensor
+    cross_cov: torch.Tensor
+
+
+def _call(fn: Callable, points: torch.Tensor, inputs: torch.Tensor | None) -> torch.Tensor:
+    """Apply ``fn`` to rows of ``points`` (*lead, S) with matching ``inputs`` (*lead, U)."""
+    lead = points.shape[:-1]
+    flat = points.reshape(-1, points.shape[-1])
+    if inputs is None:
+        out = fn(flat)
+    else:
+        out = fn(flat, inputs.expand(lead + inputs.shape[-1:]).reshape(-1, inputs.shape[-1]))
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != flat.shape[0]:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"fn must map a batch of shape ({flat.shape[0]}, S) to ({flat.shape[0]}, D), got {got}")
+    return out.reshape(lead + out.shape[-1:])
+
+
+def linearize(fn: Callable, mean: torch.Tensor, cov: torch.Tensor, inputs: torch.Tensor | None = None) -> PropagatedMoments:
+    """First-order (EKF) rule: ``E[y] ≈ f(m)``, ``Cov[y] ≈ J P Jᵀ``, ``Cov[x, y] ≈ P Jᵀ``.
+
+    The Jacobian ``J = ∂f/∂x`` at ``m`` is computed by autograd (reverse mode, vectorised over
+    output dimensions); the result stays differentiable when gradients are enabled.
+
+    Parameters
+    ----------
+    fn : callable
+        ``(N, S) -> (N, D)``, or ``(N, S), (N, U) -> (N, D)`` with ``inputs``.
+    mean : Tensor, shape (*batch, S)
+    cov : Tensor, shape (*batch, S, S)
+    inputs : Tensor, shape (*batch, U), optional
+
+    Returns
+    -------
+    PropagatedMoments
+    """
+    batch_shape = torch.broadcast_shapes(mean.shape[:-1], cov.shape[:-2])
+    mean = mean.expand(batch_shape + mean.shape[-1:])
+    create_graph = torch.is_grad_enabled()
+    with torch.enable_grad():
+        point = mean if mean.requires_grad and create_graph else mean.detach().requires_grad_(True)
+        out = _call(fn, point, inputs)
+        rows = []
+        for d in range(out.shape[-1]):
+            (grad,) = torch.autograd.grad(out[..., d].sum(), point, create_graph=create_graph, retain_graph=True)
+            rows.append(grad)
+    jac = torch.stack(rows, -2)  # (*batch, D, S)
+    if not create_graph:
+        out, jac = out.detach(), jac.detach()
+    cross = cov @ jac.mT  # P Jᵀ
+    return PropagatedMoments(out, symmetrize(jac @ cross), cross)
+
+
+def _sigma_rule(fn, mean, cov, inputs, spread: float, weight_center_mean: float, weight_center_cov: float):
+    """Symmetric sigma-point rule with points ``m ± √spread · (columns of chol P)``."""
+    state_dim = mean.shape[-1]
+    batch_shape = torch.broadcast_shapes(mean.shape[:-1], cov.shape[:-2])
+    factor = cholesky(cov, "belief covariance (sigma points)").expand(batch_shape + cov.shape[-2:])
+    offsets = spread**0.5 * factor.mT  # rows are scaled columns of the factor
+    centre = mean.expand(batch_shape + (state_dim,)).unsqueeze(-2)
+    deviations = torch.cat([offsets, -offsets], -2)  # (*batch, 2S, S)
+    with_centre = weight_center_mean != 0.0 or weight_center_cov != 0.0
+    points = torch.cat([centre, centre + deviations], -2) if with_centre else centre + deviations
+    images = _call(fn, points, None if inputs is None else inputs.unsqueeze(-2))
+    weight = 1.0 / (2.0 * spread)
+    if with_centre:
+        centre_image, images = images[..., 0, :], images[..., 1:, :]
+        out_mean = weight_center_mean * centre_image + weight * images.sum(-2)
+        centre_dev = (centre_image - out_mean).unsqueeze(-1)
+        extra = weight_center_cov * centre_dev @ centre_dev.mT
+    else:
+        out_mean, extra = weight * images.sum(-2), 0.0
+    dev = images - out_mean.unsqueeze(-2)
+    out_cov = symmetrize(weight * dev.mT @ dev + extra)
+    cross = weight * deviations.mT @ dev
+    return PropagatedMoments(out_mean, out_cov, cross)
+
+
+def unscented(
+    fn: Callable,
+    mean: torch.Tensor,
+    cov: torch.Tensor,
+    inputs: torch.Tensor | None = None,
+    alpha: float = 1.0,
+    beta: float = 2.0,
+    kappa: float = 0.0,
+) -> PropagatedMoments:
+    """Unscented transform with ``2S + 1`` sigma points.
+
+    ``λ = α² (S + κ) − S``; points ``m`` and ``m ± √(S + λ) Lᵢ`` (``L`` the Cholesky factor of
+    ``P``); mean weights ``λ/(S+λ)`` (centre) and ``1/(2(S+λ))``; the centre's covariance
+    weight adds ``1 − α² + β``.  The defaults (α = 1, β = 2, κ = 0) place the points at ``±√S``
+    standard deviations, like the cubature rule, with the β term correcting the covariance for
+    the shift of the mean.
+
+    Parameters
+    ----------
+    fn, mean, cov, inputs
+        As in :func:`linearize`.
+    alpha, beta, kappa : float
+        The usual unscented parameters; ``S + λ`` must be positive.
+
+    Returns
+    -------
+    PropagatedMoments
+    """
+    state_dim = mean.shape[-1]
+    lam = alpha**2 * (state_dim + kappa) - state_dim
+    spread = state_dim + lam
+    if spread <= 0:
+        raise ValueError(f"unscented: alpha**2 * (S + kappa) must be positive, got {spread} (S={state_dim})")
+    return _sigma_rule(fn, mean, cov, inputs, spread, lam / spread, lam / spread + 1.0 - alpha**2 + beta)
+
+
+def cubature(fn: Callable, mean: torch.Tensor, cov: torch.Tensor, inputs: torch.Tensor | None = None) -> PropagatedMoments:
+    """Spherical-radial cubature rule: ``2S`` points ``m ± √S Lᵢ`` with equal weights ``1/(2S)``.
+
+    Parameters
+    ----------
+    fn, mean, cov, inputs
+        As in :func:`linearize`.
+
+    Returns
+    -------
+    PropagatedMoments
+    """
+    return _sigma_rule(fn, mean, cov, inputs, float(mean.shape[-1]), 0.0, 0.0)
+
+
+MOMENT_RULES = {"linearize": linearize, "unscented": unscented, "cubature": cubature}
+
+
+def propagate(fn: Callable, mean, cov, method: str = "linearize", inputs=None, **options) -> PropagatedMoments:
+    """Push ``N(mean, cov)`` through ``fn`` with the named rule.
+
+    Parameters
+    ----------
+    fn : callable
+    mean : Tensor, shape (*batch, S)
+    cov : Tensor, shape (*batch, S, S)
+    method : {"linearize", "unscented", "cubature"}
+    inputs : Tensor, shape (*batch, U), optional
+        Extra per-row arguments of ``fn`` (controls, time steps).
+    **options
+        Rule parameters (``alpha``, ``beta``, ``kappa`` for ``"unscented"``).
+
+    Returns
+    -------
+    PropagatedMoments
+    """
+    if method not in MOMENT_RULES:
+        raise ValueError(f"method must be one of {sorted(MOMENT_RULES)}, got {method!r}")
+    return MOMENT_RULES[method](fn, mean, cov, inputs, **options)

@@ -1,0 +1,152 @@
+"""Nonlinear Gaussian filters (EKF / UKF / CKF) built on the sampling-free moment rules.
+
+Model::
+
+    x_0 ~ N(μ_0, Σ_0)
+    x_t = f(x_{t-1}[, u_t]) + w_t,   w_t ~ N(0, Q_t)        (t ≥ 1)
+    z_t = H_t x_t + v_t   or   z_t = h(x_t) + v_t,   v_t ~ N(0, R_t)
+
+The predicted belief comes from a deterministic moment rule (:mod:`.moments`).  With a linear
+observation model the update is the exact Kalman update (Joseph form, the same function as the
+linear filter's); with a nonlinear ``h`` the rule also gives ``E[z]``, ``Cov[z]`` and
+``Cov[x, z]`` and the update is the usual Gaussian conditioning on them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .kalman import FilterResult, at_step
+from .linalg import cholesky, cholesky_solve, symmetrize
+from .moments import MOMENT_RULES, propagate
+from .steps import innovation_log_likelihood, mask_observation_model, update_covariance, update_mean
+from .validation import check_initial_belief, check_matrix, check_observations, check_psd, check_tensor, split_missing
+
+__all__ = ["nonlinear_filter"]
+
+
+def _update_from_moments(pred_mean, pred_cov, obs_moments, observation, observation_cov, observed):
+    """Gaussian conditioning on ``z`` given its predicted moments; masked components are dropped."""
+    obs_cov = obs_moments.cov + observation_cov
+    cross = obs_moments.cross_cov
+    innovation = observation - obs_moments.mean
+    if observed is not None:
+        weight = observed.to(obs_cov.dtype)
+        cross = cross * weight.unsqueeze(-2)
+        obs_cov = obs_cov * (weight.unsqueeze(-1) * weight.unsqueeze(-2)) + torch.diag_embed(1.0 - weight)
+        innovation = innovation * weight
+    chol = cholesky(obs_cov, "innovation covariance Cov[h(x)] + R")
+    gain = cholesky_solve(cross.mT, chol).mT  # K = Cov[x, z] Σ_e⁻¹
+    mean = pred_mean + (gain @ innovation.unsqueeze(-1)).squeeze(-1)  # m = m⁻ + K e
+    cov = symmetrize(pred_cov - gain @ cross.mT)  # P = P⁻ − K Σ_e Kᵀ
+    return mean, cov, innovation, chol
+
+
+def nonlinear_filter(
+    observations,
+    transition_fn: Callable,
+    transition_cov,
+    observation_matrix,
+    observation_cov,
+    initial_mean,
+    initial_cov,
+    method: str = "linearize",
+    mask=None,
+    observation_fn: Callable | None = None,
+    transition_inputs=None,
+    **rule_options,
+) -> FilterResult:
+    """Filter with a nonlinear transition (and optionally a nonlinear observation function).
+
+    Parameters
+    ----------
+    observations : Tensor, shape (*batch, T, L)
+        NaN entries are missing.
+    transition_fn : callable
+        ``f``: ``(N, S) -> (N, S)``, or ``(N, S), (N, U) -> (N, S)`` when ``transition_inputs``
+        is given; rows independent.
+    transition_cov : Tensor, shape (S, S) or (*batch, T, S, S)
+    observation_matrix : Tensor, shape (L, S) or (*batch, T, L, S), or None
+        Must be None exactly when ``observation_fn`` is given.
+    observation_cov : Tensor, shape (L, L) or (*batch, T, L, L)
+    initial_mean : Tensor, shape (S,) or (*batch, S)
+    initial_cov : Tensor, shape (S, S) or (*batch, S, S)
+    method : {"linearize", "unscented", "cubature"}
+        Moment rule: EKF, UKF or CKF.
+    mask : Tensor of bool, shape (*batch, T) or (*batch, T, L), optional
+    observation_fn : callable, optional
+        ``h``: ``(N, S) -> (N, L)``.
+    transition_inputs : Tensor, shape (*batch, T, U), optional
+        Controls ``u_t`` passed to ``transition_fn`` (entry 0 unused).
+    **rule_options
+        Options of the moment rule (``alpha``, ``beta``, ``kappa`` for ``"unscented"``).
+
+    Returns
+    -------
+    FilterResult
+    """
+    if method not in MOMENT_RULES:
+        raise ValueError(f"method must be one of {sorted(MOMENT_RULES)}, got {method!r}")
+    if not callable(transition_fn):
+        raise TypeError(f"transition_fn must be callable, got {type(transition_fn).__name__}")
+    if (observation_fn is None) == (observation_matrix is None):
+        raise ValueError("give exactly one of observation_matrix (linear observations) and observation_fn")
+    obs = check_observations(observations)
+    dtype, device = obs.dtype, obs.device
+    batch_shape, steps, obs_dim = tuple(obs.shape[:-2]), obs.shape[-2], obs.shape[-1]
+    initial_mean, initial_cov = check_initial_belief(initial_mean, initial_cov, batch_shape, dtype, device)
+    state_dim = initial_mean.shape[-1]
+    args = (steps, batch_shape, dtype, device)
+    Q = check_matrix(transition_cov, "transition_cov", state_dim, state_dim, *args)
+    R = check_matrix(observation_cov, "observation_cov", obs_dim, obs_dim, *args)
+    check_psd(Q, "transition_cov")
+    check_psd(R, "observation_cov")
+    H = None if observation_matrix is None else check_matrix(observation_matrix, "observation_matrix", obs_dim, state_dim, *args)
+    if transition_inputs is not None:
+        transition_inputs = check_tensor(transition_inputs, "transition_inputs", dtype, device)
+        if transition_inputs.ndim < 2 or transition_inputs.shape[-2] != steps:
+            raise ValueError(f"transition_inputs must have shape (*batch, T={steps}, U), got {tuple(transition_inputs.shape)}")
+    obs, observed = split_missing(obs, mask)
+    num_observed = obs_dim if observed is None else observed.sum(-1)
+    if H is not None and observed is not None:
+        H_full = H if H.ndim > 2 else H.expand(steps, *H.shape)
+        R_full = R if R.ndim > 2 else R.expand(steps, *R.shape)
+        H, R_masked = mask_observation_model(H_full, R_full, observed)
+    else:
+        R_masked = R
+
+    mean = initial_mean.expand(batch_shape + (state_dim,))
+    cov = initial_cov.expand(batch_shape + (state_dim, state_dim))
+    pred_means, pred_covs, means, covs, innovations, chols = [], [], [], [], [], []
+    for t in range(steps):
+        if t > 0:
+            inputs = None if transition_inputs is None else transition_inputs[..., t, :]
+            moments = propagate(transition_fn, mean, cov, method, inputs, **rule_options)
+            mean, cov = moments.mean, symmetrize(moments.cov + at_step(Q, t, 2))  # P⁻ = Cov[f(x)] + Q
+        pred_means.append(mean)
+        pred_covs.append(cov)
+        z_t = obs[..., t, :]
+        if observation_fn is None:
+            H_t = at_step(H, t, 2)
+            cov_t, gain, chol = update_covariance(cov, H_t, at_step(R_masked, t, 2))
+            mean, innovation = update_mean(mean, gain, z_t, H_t)
+            cov = cov_t
+        else:
+            obs_moments = propagate(observation_fn, mean, cov, method, None, **rule_options)
+            mean, cov, innovation, chol = _update_from_moments(
+                mean, cov, obs_moments, z_t, at_step(R, t, 2), None if observed is None else observed[..., t, :]
+            )
+        means.append(mean)
+        covs.append(cov)
+        innovations.append(innovation)
+        chols.append(chol.expand(batch_shape + chol.shape[-2:]))
+
+    return FilterResult(
+        filtered_mean=torch.stack(means, -2),
+        filtered_cov=torch.stack(covs, -3),
+        predicted_mean=torch.stack(pred_means, -2),
+        predicted_cov=torch.stack(pred_covs, -3),
+        log_likelihood=innovation_log_likelihood(torch.stack(innovations, -2), torch.stack(chols, -3), num_observed),
+    )

@@ -12,7 +12,7 @@ log-likelihoods are then computed for all steps at once.
 
 Steady state: for time-invariant parameters the covariance recursion converges.  Once two
 successive filtered covariances agree to ``STEADY_STATE_ULPS`` units of the dtype's epsilon
-(relative to the largest variance), later fully observed steps reuse the converged covariance,
+(relative to the largest variance; checked every ``CONVERGENCE_CHECK_EVERY`` steps), later fully observed steps reuse the converged covariance,
 gain and innovation factor instead of recomputing them; a step with missing data restarts the
 recursion.  The values differ from the fully unrolled recursion by rounding only.
 """
@@ -25,9 +25,10 @@ from .kalman import FilterResult, at_step
 from .steps import innovation_log_likelihood, mask_observation_model, predict_cov, update_covariance
 from .validation import LinearGaussianModel
 
-__all__ = ["shared_covariance_filter", "STEADY_STATE_ULPS"]
+__all__ = ["shared_covariance_filter", "linear_recurrence", "STEADY_STATE_ULPS"]
 
 STEADY_STATE_ULPS = 8
+CONVERGENCE_CHECK_EVERY = 4
 
 
 def _covariance_recursion(model: LinearGaussianModel, pattern: torch.Tensor | None):
@@ -54,13 +55,45 @@ def _covariance_recursion(model: LinearGaussianModel, pattern: torch.Tensor | No
         cov, gain, chol = update_covariance(pred_cov, H_t, R_t)
         for out, value in zip((pred_covs, covs, gains, chols), (pred_cov, cov, gain, chol)):
             out.append(value)
-        if static and fully_observed and t > 0:
+        if static and fully_observed and t % CONVERGENCE_CHECK_EVERY == 0 and t > 0:
             with torch.no_grad():
                 if tolerance is None:
                     tolerance = STEADY_STATE_ULPS * eps * cov.diagonal().abs().max().item()
-                if torch.allclose(cov, previous, rtol=0.0, atol=tolerance):
+                if (cov - previous).abs().max().item() <= tolerance:
                     converged = (pred_cov, cov, gain, chol)
     return torch.stack(pred_covs), torch.stack(covs), torch.stack(gains), torch.stack(chols)
+
+
+def linear_recurrence(first: torch.Tensor, transitions: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """Solve ``x_0 = first``, ``x_t = x_{t-1} F_tᵀ + u_t`` for all ``t``, one fused product per step.
+
+    Parameters
+    ----------
+    first : Tensor, shape (N, S)
+    transitions : Tensor, shape (T, S, S)
+        ``F_t`` (entry 0 unused).
+    inputs : Tensor, shape (T, N, S)
+        ``u_t`` (entry 0 unused).
+
+    Returns
+    -------
+    Tensor, shape (T, N, S)
+    """
+    steps = inputs.shape[0]
+    step_inputs, step_maps = inputs.unbind(0), transitions.mT.unbind(0)
+    needs_graph = torch.is_grad_enabled() and any(x.requires_grad for x in (first, transitions, inputs))
+    if needs_graph:  # autograd cannot record out= writes: build a list and stack it
+        state, states = first, [first]
+        for t in range(1, steps):
+            state = torch.addmm(step_inputs[t], state, step_maps[t])
+            states.append(state)
+        return torch.stack(states)
+    out = torch.empty((steps,) + first.shape, dtype=first.dtype, device=first.device)
+    out[0] = first
+    rows, state = out.unbind(0), out[0]
+    for t in range(1, steps):
+        state = torch.addmm(step_inputs[t], state, step_maps[t], out=rows[t])
+    return out
 
 
 def shared_covariance_filter(model: LinearGaussianModel) -> FilterResult:
@@ -75,42 +108,39 @@ def shared_covariance_filter(model: LinearGaussianModel) -> FilterResult:
     A, H, c = model.transition_matrix, model.observation_matrix, model.transition_offset
     if pattern is not None:
         H, _ = mask_observation_model(H if H.ndim > 2 else H.expand(steps, *H.shape), model.observation_cov, pattern)
+    # Work in a time-major layout (T, N, ·): every step is then a contiguous block.
+    z = model.observations.reshape(-1, steps, obs_dim).transpose(0, 1)  # (T, N, L)
     eye = torch.eye(state_dim, dtype=covs.dtype, device=covs.device)
     residual = eye - gains @ H  # (T, S, S): I − K_t H_t
-    z = model.observations.reshape(-1, steps, obs_dim)  # (N, T, L)
-    gained = torch.einsum("tsl,ntl->nts", gains, z)  # K_t z_t
-    prior_mean = model.initial_mean.expand(batch_shape + (state_dim,)).reshape(-1, state_dim)
-    first = prior_mean @ residual[0].mT + gained[:, 0]  # step 0 updates the prior: no predict
+    gained = z @ gains.mT  # (T, N, S): K_t z_t
+    prior_mean = model.initial_mean.expand(batch_shape + (state_dim,)).reshape(-1, state_dim)  # (N, S)
+    first = prior_mean @ residual[0].mT + gained[0]  # step 0 updates the prior: no predict
     inputs = gained
     if c is not None:
-        c_all = c.reshape(-1, steps, state_dim) if c.ndim > 1 else c
-        inputs = inputs + (residual @ c_all.unsqueeze(-1)).squeeze(-1)  # + (I − K_t H_t) c_t
-    transitions = (residual @ A).mT  # F_tᵀ, (T, S, S)
-    mean, means = first, [first]
-    step_inputs = inputs.unbind(1)
-    for t in range(1, steps):
-        mean = torch.addmm(step_inputs[t], mean, transitions[t])
-        means.append(mean)
-    filtered = torch.stack(means, 1)  # (N, T, S)
+        c_all = c if c.ndim == 1 else c.expand(batch_shape + c.shape[-2:]).reshape(-1, steps, state_dim).transpose(0, 1)
+        inputs = inputs + c_all @ residual.mT if c.ndim > 1 else inputs + (residual @ c).unsqueeze(1)
+    filtered = linear_recurrence(first, residual @ A, inputs)  # m_t = F_t m_{t-1} + u_t
 
-    previous = filtered[:, :-1]
     A_next = A[1:] if A.ndim > 2 else A
-    predicted_rest = previous @ A_next.mT
+    predicted_rest = filtered[:-1] @ A_next.mT  # m⁻_t = A_t m_{t-1} + c_t
     if c is not None:
-        predicted_rest = predicted_rest + (c_all[..., 1:, :] if c.ndim > 1 else c)
-    predicted = torch.cat([prior_mean.unsqueeze(1), predicted_rest], 1)
-    innovations = z - (H @ predicted.unsqueeze(-1)).squeeze(-1)
+        predicted_rest = predicted_rest + (c_all[1:] if c.ndim > 1 else c)
+    predicted = torch.cat([prior_mean.unsqueeze(0), predicted_rest], 0)  # (T, N, S)
+    innovations = z - predicted @ H.mT  # e_t = z_t − H_t m⁻_t, (T, N, L)
     num_observed = obs_dim if pattern is None else pattern.sum(-1)
-    log_likelihood = innovation_log_likelihood(innovations, chols, num_observed)
+    log_likelihood = innovation_log_likelihood(innovations.transpose(0, 1), chols, num_observed)  # (N, T)
 
-    def batched(x, core):
-        return x.reshape(batch_shape + x.shape[1:]) if core == "mean" else x.expand(batch_shape + x.shape)
+    def per_series(x):  # (T, N, S) -> (*batch, T, S)
+        return x.transpose(0, 1).reshape(batch_shape + (steps, state_dim))
+
+    def broadcast(x):  # (T, S, S) -> (*batch, T, S, S), a view
+        return x.expand(batch_shape + x.shape)
 
     return FilterResult(
-        filtered_mean=batched(filtered, "mean"),
-        filtered_cov=batched(covs, "cov"),
-        predicted_mean=batched(predicted, "mean"),
-        predicted_cov=batched(pred_covs, "cov"),
+        filtered_mean=per_series(filtered),
+        filtered_cov=broadcast(covs),
+        predicted_mean=per_series(predicted),
+        predicted_cov=broadcast(pred_covs),
         log_likelihood=log_likelihood.reshape(batch_shape + (steps,)),
         shared_covariance=True,
     )

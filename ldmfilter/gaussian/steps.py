@@ -138,20 +138,26 @@ def innovation_log_likelihood(innovation, innovation_chol, num_observed):
 
     Parameters
     ----------
-    innovation : Tensor, shape (*batch, L)
+    innovation : Tensor, shape (*lead, *batch, L)
     innovation_chol : Tensor, shape (*batch, L, L)
-        Lower Cholesky factor of ``Σ_e``; batch axes broadcast.
-    num_observed : Tensor or int, broadcastable to (*batch,)
+        Lower Cholesky factor of ``Σ_e``.  When it lacks the leading axes ``*lead`` of the
+        innovations (a factor shared by several series), each factor is applied once to all
+        series' innovations at the same time (one triangular solve with many right-hand sides).
+    num_observed : Tensor or int, broadcastable to (*lead, *batch)
         Number of observed components ``n`` (masked components carry unit variance and zero
         innovation, contributing nothing but the ``log 2π`` term this count removes).
 
     Returns
     -------
-    Tensor, shape (*batch,)
+    Tensor, shape (*lead, *batch)
     """
-    chol = innovation_chol.expand(innovation.shape[:-1] + innovation_chol.shape[-2:])
-    white = triangular_solve(chol, innovation.unsqueeze(-1)).squeeze(-1)
-    return -0.5 * (white.square().sum(-1) + logdet_from_cholesky(chol) + num_observed * math.log(2 * math.pi))
+    shared_ndim = innovation_chol.ndim - 2
+    lead = innovation.shape[: innovation.ndim - 1 - shared_ndim]
+    rhs = innovation.reshape((-1,) + innovation.shape[len(lead):]).movedim(0, -1)  # (*batch, L, N)
+    chol = innovation_chol.expand(rhs.shape[:-2] + innovation_chol.shape[-2:])
+    white = triangular_solve(chol, rhs)
+    mahalanobis = white.square().sum(-2).movedim(-1, 0).reshape(lead + rhs.shape[:-2])
+    return -0.5 * (mahalanobis + logdet_from_cholesky(chol) + num_observed * math.log(2 * math.pi))
 
 
 def mask_observation_model(observation_matrix, observation_cov, observed):

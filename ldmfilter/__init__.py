@@ -1,8 +1,19 @@
 """ldmfilter: Bayesian filtering and forecasting of high-dimensional time series.
 
-Layers (imports flow downwards only): :mod:`ldmfilter.gaussian` (pure torch Kalman maths).
+Layers (imports flow downwards only): :mod:`ldmfilter.gaussian` (pure torch Kalman maths),
+:mod:`ldmfilter.nn` (networks), :mod:`ldmfilter.training` (objectives, Lightning),
+:mod:`ldmfilter.estimators` (``LDMFilter``), and the edges (``io``, ``results``, ``simulate``).
+Estimators are imported lazily so that ``import ldmfilter.gaussian`` stays free of Lightning.
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "LDMFilter"]
+
+
+def __getattr__(name):
+    if name == "LDMFilter":
+        from .estimators import LDMFilter
+
+        return LDMFilter
+    raise AttributeError(f"module 'ldmfilter' has no attribute {name!r}")

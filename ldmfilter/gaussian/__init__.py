@@ -9,6 +9,7 @@ from .forecast import kalman_forecast
 from .kalman import FilterResult, kalman_filter
 from .moments import PropagatedMoments, cubature, linearize, propagate, unscented
 from .nonlinear import nonlinear_filter
+from .scoring import predictive_log_likelihood
 from .smoother import SmootherResult, kalman_smoother
 from .linalg import NotPositiveDefiniteError, cholesky, cholesky_solve, logdet_from_cholesky, symmetrize, triangular_solve
 
@@ -20,6 +21,7 @@ __all__ = [
     "kalman_smoother",
     "kalman_forecast",
     "nonlinear_filter",
+    "predictive_log_likelihood",
     "PropagatedMoments",
     "linearize",
     "unscented",

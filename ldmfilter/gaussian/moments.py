@@ -54,8 +54,10 @@ def _call(fn: Callable, points: torch.Tensor, inputs: torch.Tensor | None) -> to
 def linearize(fn: Callable, mean: torch.Tensor, cov: torch.Tensor, inputs: torch.Tensor | None = None) -> PropagatedMoments:
     """First-order (EKF) rule: ``E[y] ≈ f(m)``, ``Cov[y] ≈ J P Jᵀ``, ``Cov[x, y] ≈ P Jᵀ``.
 
-    The Jacobian ``J = ∂f/∂x`` at ``m`` is computed by autograd (reverse mode, vectorised over
-    output dimensions); the result stays differentiable when gradients are enabled.
+    The Jacobian ``J = ∂f/∂x`` at ``m`` is computed by forward-mode autodiff (``torch.func``,
+    vectorised over the batch and the state dimensions), so ``fn`` must be composed of
+    ``vmap``-compatible torch operations.  The result is differentiable with respect to ``mean``,
+    ``cov`` and the parameters of ``fn`` with ordinary autograd.
 
     Parameters
     ----------
@@ -71,17 +73,15 @@ def linearize(fn: Callable, mean: torch.Tensor, cov: torch.Tensor, inputs: torch
     """
     batch_shape = torch.broadcast_shapes(mean.shape[:-1], cov.shape[:-2])
     mean = mean.expand(batch_shape + mean.shape[-1:])
-    create_graph = torch.is_grad_enabled()
-    with torch.enable_grad():
-        point = mean if mean.requires_grad and create_graph else mean.detach().requires_grad_(True)
-        out = _call(fn, point, inputs)
-        rows = []
-        for d in range(out.shape[-1]):
-            (grad,) = torch.autograd.grad(out[..., d].sum(), point, create_graph=create_graph, retain_graph=True)
-            rows.append(grad)
-    jac = torch.stack(rows, -2)  # (*batch, D, S)
-    if not create_graph:
-        out, jac = out.detach(), jac.detach()
+    out = _call(fn, mean, inputs)
+    flat = mean.reshape(-1, mean.shape[-1])
+    if inputs is None:
+        jac = torch.func.vmap(torch.func.jacfwd(lambda x: fn(x.unsqueeze(0)).squeeze(0)))(flat)
+    else:
+        flat_inputs = inputs.expand(batch_shape + inputs.shape[-1:]).reshape(-1, inputs.shape[-1])
+        single = lambda x, u: fn(x.unsqueeze(0), u.unsqueeze(0)).squeeze(0)  # noqa: E731
+        jac = torch.func.vmap(torch.func.jacfwd(single))(flat, flat_inputs)
+    jac = jac.reshape(batch_shape + jac.shape[-2:])  # (*batch, D, S)
     cross = cov @ jac.mT  # P Jᵀ
     return PropagatedMoments(out, symmetrize(jac @ cross), cross)
 

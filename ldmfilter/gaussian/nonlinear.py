@@ -106,8 +106,12 @@ def nonlinear_filter(
     H = None if observation_matrix is None else check_matrix(observation_matrix, "observation_matrix", obs_dim, state_dim, *args)
     if transition_inputs is not None:
         transition_inputs = check_tensor(transition_inputs, "transition_inputs", dtype, device)
-        if transition_inputs.ndim < 2 or transition_inputs.shape[-2] != steps:
-            raise ValueError(f"transition_inputs must have shape (*batch, T={steps}, U), got {tuple(transition_inputs.shape)}")
+        lead = tuple(transition_inputs.shape[:-2])
+        if transition_inputs.ndim < 2 or transition_inputs.shape[-2] != steps or torch.broadcast_shapes(lead, batch_shape) != batch_shape:
+            raise ValueError(
+                f"transition_inputs must have shape (*batch, T={steps}, U) with batch axes broadcasting to "
+                f"{batch_shape}, got {tuple(transition_inputs.shape)}"
+            )
     obs, observed = split_missing(obs, mask)
     num_observed = obs_dim if observed is None else observed.sum(-1)
     if H is not None and observed is not None:

@@ -157,7 +157,8 @@ def innovation_log_likelihood(innovation, innovation_chol, num_observed):
     chol = innovation_chol.expand(rhs.shape[:-2] + innovation_chol.shape[-2:])
     white = triangular_solve(chol, rhs)
     mahalanobis = white.square().sum(-2).movedim(-1, 0).reshape(lead + rhs.shape[:-2])
-    return -0.5 * (mahalanobis + logdet_from_cholesky(chol) + num_observed * math.log(2 * math.pi))
+    count = torch.as_tensor(num_observed, dtype=innovation.dtype, device=innovation.device)
+    return -0.5 * (mahalanobis + logdet_from_cholesky(chol) + count * math.log(2 * math.pi))
 
 
 def mask_observation_model(observation_matrix, observation_cov, observed):

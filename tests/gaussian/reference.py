@@ -31,6 +31,8 @@ __all__ = [
     "random_transition",
     "series_models",
     "brute_force_batch",
+    "FILTER_ARGS",
+    "torch_kwargs",
 ]
 
 LOG_2PI = np.log(2.0 * np.pi)
@@ -331,3 +333,18 @@ def brute_force_batch(params: dict, observations: np.ndarray, observed: np.ndarr
         stacked[name] = np.stack(values).reshape(batch + values[0].shape)
     return stacked
 
+
+# --------------------------------------------------------------------------------------------
+# torch glue (imported lazily so that the reference itself stays numpy-only)
+
+FILTER_ARGS = {"A": "transition_matrix", "Q": "transition_cov", "H": "observation_matrix",
+               "R": "observation_cov", "m0": "initial_mean", "P0": "initial_cov", "c": "transition_offset"}
+
+
+def torch_kwargs(params: dict, dtype=None) -> dict:
+    """Keyword arguments for ``kalman_filter`` from a :func:`random_model` dict (float64 default)."""
+    import torch
+
+    dtype = torch.float64 if dtype is None else dtype
+    return {FILTER_ARGS[k]: (None if v is None else torch.as_tensor(np.asarray(v), dtype=dtype))
+            for k, v in params.items()}

@@ -1,0 +1,66 @@
+"""Scoring observations under a filter's one-step-ahead predictive distributions."""
+
+from __future__ import annotations
+
+import torch
+
+from .kalman import FilterResult
+from .linalg import cholesky
+from .steps import innovation_log_likelihood, mask_observation_model, predict_observation
+from .validation import check_matrix, check_observations, split_missing
+
+__all__ = ["predictive_log_likelihood"]
+
+
+def predictive_log_likelihood(targets, result: FilterResult, observation_matrix, observation_cov, mask=None) -> torch.Tensor:
+    """``log N(y_t; H_t m⁻_t, H_t P⁻_t H_tᵀ + R_t)`` for arbitrary targets ``y_t``.
+
+    With ``targets`` equal to the filtered observations this is ``result.log_likelihood``.  With
+    detached targets it is the stop-gradient predictive objective of LDM: gradients reach the
+    observations only through the predictions, which depend on earlier observations.
+
+    Parameters
+    ----------
+    targets : Tensor, shape (*batch, T, L)
+        NaN entries are missing and not scored.
+    result : FilterResult
+        The filter run whose predicted beliefs ``N(m⁻_t, P⁻_t)`` are used.
+    observation_matrix : Tensor, shape (L, S) or (*batch, T, L, S)
+    observation_cov : Tensor, shape (L, L) or (*batch, T, L, L)
+    mask : Tensor of bool, shape (*batch, T) or (*batch, T, L), optional
+        True = scored.
+
+    Returns
+    -------
+    Tensor, shape (*batch, T)
+        Zero at steps with nothing to score.
+    """
+    if not isinstance(result, FilterResult):
+        raise TypeError(f"result must be a FilterResult, got {type(result).__name__}")
+    targets = check_observations(targets)
+    means = result.predicted_mean
+    batch_shape, steps, state_dim = tuple(means.shape[:-2]), means.shape[-2], means.shape[-1]
+    if tuple(targets.shape[:-1]) != batch_shape + (steps,):
+        raise ValueError(
+            f"targets must have shape {batch_shape + (steps,)} + (L,) to match the filter result, got {tuple(targets.shape)}"
+        )
+    obs_dim = targets.shape[-1]
+    args = (steps, batch_shape, means.dtype, means.device)
+    H = check_matrix(observation_matrix, "observation_matrix", obs_dim, state_dim, *args)
+    R = check_matrix(observation_cov, "observation_cov", obs_dim, obs_dim, *args)
+    targets, observed = split_missing(targets, mask)
+    flat = None if observed is None else observed.reshape(-1, steps, obs_dim)
+    shared = (
+        result.shared_covariance and H.ndim <= 3 and R.ndim <= 3 and (flat is None or bool((flat == flat[:1]).all()))
+    )
+    covs = result.predicted_cov[(0,) * len(batch_shape)] if shared else result.predicted_cov  # (T, S, S) if shared
+    num_observed = obs_dim
+    if observed is not None:
+        pattern = flat[0] if shared else observed
+        H_full = H if H.ndim > 2 else H.expand(steps, *H.shape)
+        R_full = R if R.ndim > 2 else R.expand(steps, *R.shape)
+        H, R = mask_observation_model(H_full, R_full, pattern)
+        num_observed = pattern.sum(-1)
+    obs_mean, obs_cov = predict_observation(means, covs, H, R)
+    chol = cholesky(obs_cov, "predictive observation covariance H P⁻ Hᵀ + R")
+    return innovation_log_likelihood(targets - obs_mean, chol, num_observed)

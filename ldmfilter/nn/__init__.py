@@ -1,0 +1,23 @@
+"""Networks: encoders, noise models, dynamics and the predictive latent models."""
+
+from .dynamics import LinearDynamics, spectral_radius
+from .encoders import ConvEncoder, MLPEncoder, make_mlp
+from .latent_filter import LatentKalmanFilter, PredictiveOutput
+from .noise import InputDependentNoise, LearnedDiagonalNoise, ScaledIdentityNoise, make_noise
+from .rnn_predictor import LatentRNNModel, RNNPredictor
+
+__all__ = [
+    "LinearDynamics",
+    "spectral_radius",
+    "MLPEncoder",
+    "ConvEncoder",
+    "make_mlp",
+    "LatentKalmanFilter",
+    "PredictiveOutput",
+    "ScaledIdentityNoise",
+    "LearnedDiagonalNoise",
+    "InputDependentNoise",
+    "make_noise",
+    "LatentRNNModel",
+    "RNNPredictor",
+]

@@ -1,0 +1,130 @@
+"""The latent Kalman filter: encoder + linear dynamics + pseudo-observation noise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..gaussian import FilterResult, kalman_filter, predictive_log_likelihood
+from .dynamics import LinearDynamics
+
+__all__ = ["PredictiveOutput", "LatentKalmanFilter", "frame_mask", "fill_missing_frames"]
+
+
+@dataclass(frozen=True)
+class PredictiveOutput:
+    """What a predictive latent model returns for a batch of sequences.
+
+    Attributes
+    ----------
+    latents : Tensor, shape (B, T, L)
+        Encodings ``z_t``.
+    log_likelihood : Tensor, shape (B, T)
+        ``log p(z_t | z_{<t})`` with the latents themselves as targets (gradients through both).
+    score : callable
+        ``score(targets)`` → (B, T): log-density of ``targets`` (B, T, L) under the same one-step
+        predictions; ``score(latents.detach())`` is the stop-gradient objective.
+    filtered : FilterResult or None
+        The Kalman filter's beliefs over the state (None for predictors without one).
+    mask : Tensor of bool, shape (B, T), or None
+        True = the frame was observed (None: all were).
+    filtered : FilterResult or None
+        The Kalman filter's beliefs over the state (None for predictors without one).
+    observation_cov : Tensor or None
+        ``R`` used, shape (L, L) or (B, T, L, L).
+    """
+
+    latents: torch.Tensor
+    log_likelihood: torch.Tensor
+    score: Callable[[torch.Tensor], torch.Tensor]
+    mask: torch.Tensor | None = None
+    filtered: FilterResult | None = None
+    observation_cov: torch.Tensor | None = None
+
+    @property
+    def features(self) -> torch.Tensor:
+        """Per-step features for probes: filtered state means (B, T, S), else the latents."""
+        return self.latents if self.filtered is None else self.filtered.filtered_mean
+
+
+def frame_mask(x: torch.Tensor, obs_ndim: int) -> torch.Tensor | None:
+    """True where a whole observation is present: shape (*lead,), None when nothing is missing."""
+    missing = torch.isnan(x).flatten(x.ndim - obs_ndim).all(-1)
+    return None if not bool(missing.any()) else ~missing
+
+
+def fill_missing_frames(x: torch.Tensor, mask: torch.Tensor | None, obs_ndim: int) -> torch.Tensor:
+    """Replace missing observations by zeros so that the encoder sees finite input."""
+    if mask is None:
+        return x
+    keep = mask.reshape(mask.shape + (1,) * obs_ndim)
+    return torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+class LatentKalmanFilter(nn.Module):
+    """``z_t = f_φ(x_t)`` filtered by a linear-Gaussian state-space model (METHOD.md §2–3).
+
+    Parameters
+    ----------
+    encoder : nn.Module
+        ``(*lead, *obs_shape) → (*lead, L)``; must expose ``obs_shape``.
+    dynamics : LinearDynamics
+    noise : nn.Module
+        ``noise(x, log_scale)`` → R of shape (L, L), or (*lead, L, L) when ``input_dependent``.
+    """
+
+    def __init__(self, encoder: nn.Module, dynamics: LinearDynamics, noise: nn.Module):
+        super().__init__()
+        self.encoder, self.dynamics, self.noise = encoder, dynamics, noise
+
+    @property
+    def obs_ndim(self) -> int:
+        return len(self.encoder.obs_shape)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latents ``z`` (B, T, L) of observations ``x`` (B, T, *obs_shape)."""
+        return self.encoder(x)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> PredictiveOutput:
+        """Encode and filter a batch of sequences.
+
+        Parameters
+        ----------
+        x : Tensor, shape (B, T, *obs_shape)
+            Missing frames may hold anything (they are replaced by zeros before encoding).
+        mask : Tensor of bool, shape (B, T), optional
+            True = the frame is observed.
+
+        Returns
+        -------
+        PredictiveOutput
+        """
+        x = fill_missing_frames(x, mask, self.obs_ndim)
+        z = self.encoder(x)
+        dyn = self.dynamics
+        R = self.noise(x, dyn.log_scale)  # (L, L), or (B, T, L, L) when input-dependent: a time axis
+        A, Q, c, D = dyn.transition_matrix(), dyn.transition_cov(), dyn.transition_offset(), dyn.observation_matrix
+        m0, P0 = dyn.initial_belief()
+        result = kalman_filter(z, A, Q, D, R, m0, P0, transition_offset=c, mask=mask)
+
+        def score(targets: torch.Tensor) -> torch.Tensor:
+            return predictive_log_likelihood(targets, result, D, R, mask=mask)
+
+        return PredictiveOutput(z, result.log_likelihood, score, mask, result, R)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Parameters by learning-rate group: encoder, predictor (dynamics, constant R), noise head."""
+        noise = list(self.noise.parameters())
+        head = getattr(self.noise, "input_dependent", False)
+        return {
+            "encoder": list(self.encoder.parameters()),
+            "predictor": list(self.dynamics.parameters()) + ([] if head else noise),
+            "noise_head": noise if head else [],
+        }
+
+    def after_optimizer_step(self, max_radius: float = 1.02) -> None:
+        """Keep the transition stable: clip the spectral radius of ``A`` (no gradient)."""
+        self.dynamics.clip_spectral_radius_(max_radius)

@@ -1,0 +1,80 @@
+"""Pseudo-observation noise ``R`` of the latent filter: fixed shape, learned, or input-dependent."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .encoders import make_mlp
+
+__all__ = ["ScaledIdentityNoise", "LearnedDiagonalNoise", "InputDependentNoise", "make_noise"]
+
+
+class ScaledIdentityNoise(nn.Module):
+    """``R = exp(s) · I_L`` with the dynamics' shared log-scale ``s`` (the paper's "fixed R")."""
+
+    input_dependent = False
+
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.latent_dim = int(latent_dim)
+
+    def forward(self, x: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+        """Return R, shape (L, L); ``x`` is ignored."""
+        eye = torch.eye(self.latent_dim, dtype=log_scale.dtype, device=log_scale.device)
+        return torch.exp(log_scale) * eye
+
+
+class LearnedDiagonalNoise(nn.Module):
+    """``R = exp(s) · diag(exp(r))`` with a learned constant ``r`` (one variance per latent)."""
+
+    input_dependent = False
+
+    def __init__(self, latent_dim: int):
+        super().__init__()
+        self.log_variance = nn.Parameter(torch.zeros(latent_dim))
+
+    def forward(self, x: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+        """Return R, shape (L, L); ``x`` is ignored."""
+        return torch.diag(torch.exp(log_scale + self.log_variance))
+
+
+class InputDependentNoise(nn.Module):
+    """Heteroscedastic ``R_t = diag(softplus(g_ψ(x_t)) + floor)``, a noise head on the input.
+
+    Parameters
+    ----------
+    obs_shape : tuple of int
+    latent_dim : int
+    hidden : tuple of int
+    floor : float
+        Smallest variance, keeps ``R_t`` positive definite.
+    """
+
+    input_dependent = True
+
+    def __init__(self, obs_shape, latent_dim: int, hidden=(100,), floor: float = 1e-4):
+        super().__init__()
+        self.obs_shape = tuple(obs_shape)
+        self.floor = float(floor)
+        self.net = make_mlp(math.prod(self.obs_shape), tuple(hidden), latent_dim)
+
+    def forward(self, x: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+        """Return R_t of shape (*lead, L, L) for ``x`` of shape (*lead, *obs_shape)."""
+        lead = x.shape[: x.ndim - len(self.obs_shape)]
+        variance = F.softplus(self.net(x.reshape(lead + (-1,)))) + self.floor
+        return torch.diag_embed(variance)
+
+
+def make_noise(kind: str, obs_shape, latent_dim: int, hidden=(100,)) -> nn.Module:
+    """Build the noise model named by ``kind`` ("fixed", "learned" or "input")."""
+    if kind == "fixed":
+        return ScaledIdentityNoise(latent_dim)
+    if kind == "learned":
+        return LearnedDiagonalNoise(latent_dim)
+    if kind == "input":
+        return InputDependentNoise(obs_shape, latent_dim, hidden)
+    raise ValueError(f"noise must be 'fixed', 'learned' or 'input', got {kind!r}")

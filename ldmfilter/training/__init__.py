@@ -1,0 +1,24 @@
+"""Training: entropy estimators, LDM objectives, data modules and the LightningModule."""
+
+from .entropy import ENTROPY_ESTIMATORS, entropy, kde_entropy, knn_entropy, logdet_entropy
+from .objectives import OBJECTIVES, entropy_bonus_loss, ldm_loss, stop_gradient_loss
+from .probes import fit_linear_probe, linear_probe_r2, predict_linear_probe, r2_score
+from .schedules import SCHEDULES, make_schedule
+
+__all__ = [
+    "ENTROPY_ESTIMATORS",
+    "entropy",
+    "kde_entropy",
+    "knn_entropy",
+    "logdet_entropy",
+    "OBJECTIVES",
+    "entropy_bonus_loss",
+    "ldm_loss",
+    "stop_gradient_loss",
+    "fit_linear_probe",
+    "linear_probe_r2",
+    "predict_linear_probe",
+    "r2_score",
+    "SCHEDULES",
+    "make_schedule",
+]

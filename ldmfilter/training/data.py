@@ -1,0 +1,88 @@
+"""Windows of in-memory sequences, served to Lightning."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = ["SequenceWindows", "SequenceDataModule"]
+
+
+class SequenceWindows(Dataset):
+    """All windows of length ``window`` (every ``stride`` steps) of a stack of sequences.
+
+    Parameters
+    ----------
+    sequences : Tensor, shape (n, T, *obs_shape)
+    mask : Tensor of bool, shape (n, T), optional
+        True = observed frame.
+    window : int, optional
+        Window length (default: whole sequences).
+    stride : int, optional
+        Step between window starts (default: ``window``).
+    """
+
+    def __init__(self, sequences: torch.Tensor, mask: torch.Tensor | None = None, window=None, stride=None):
+        steps = sequences.shape[1]
+        self.window = steps if window is None else int(window)
+        self.stride = self.window if stride is None else int(stride)
+        if not 2 <= self.window <= steps:
+            raise ValueError(f"window must lie in [2, T={steps}], got {self.window}")
+        if self.stride < 1:
+            raise ValueError(f"stride must be at least 1, got {self.stride}")
+        self.sequences = sequences
+        self.mask = torch.ones(sequences.shape[:2], dtype=torch.bool) if mask is None else mask
+        self.starts = list(range(0, steps - self.window + 1, self.stride))
+
+    def __len__(self) -> int:
+        return self.sequences.shape[0] * len(self.starts)
+
+    def __getitem__(self, index: int):
+        series, which = divmod(index, len(self.starts))
+        start = self.starts[which]
+        span = slice(start, start + self.window)
+        return self.sequences[series, span], self.mask[series, span]
+
+
+class SequenceDataModule(L.LightningDataModule):
+    """Serves shuffled mini-batches of windows; optionally new training data every epoch.
+
+    Parameters
+    ----------
+    sequences : Tensor, shape (n, T, *obs_shape)
+    mask : Tensor of bool, shape (n, T), optional
+    batch_size : int
+    window, stride : int, optional
+        See :class:`SequenceWindows`.
+    epoch_data : callable, optional
+        ``epoch ↦ (sequences, mask)`` giving the training data of each epoch (e.g. the same
+        clean frames with fresh pixel noise); requires the Trainer's
+        ``reload_dataloaders_every_n_epochs=1``.
+    seed : int
+        Seed of the shuffling (epoch ``e`` uses ``seed + e``).
+    """
+
+    def __init__(
+        self,
+        sequences: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        batch_size: int = 8,
+        window=None,
+        stride=None,
+        epoch_data: Callable[[int], tuple] | None = None,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.sequences, self.mask = sequences, mask
+        self.batch_size, self.window, self.stride = int(batch_size), window, stride
+        self.epoch_data, self.seed = epoch_data, int(seed)
+
+    def train_dataloader(self) -> DataLoader:
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        sequences, mask = (self.sequences, self.mask) if self.epoch_data is None or epoch == 0 else self.epoch_data(epoch)
+        dataset = SequenceWindows(sequences, mask, self.window, self.stride)
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, generator=generator)

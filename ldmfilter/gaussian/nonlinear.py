@@ -22,7 +22,7 @@ from .kalman import FilterResult, at_step
 from .linalg import cholesky, cholesky_solve, symmetrize
 from .moments import MOMENT_RULES, propagate
 from .steps import innovation_log_likelihood, mask_observation_model, update_covariance, update_mean
-from .validation import check_initial_belief, check_matrix, check_observations, check_psd, check_tensor, split_missing
+from .validation import broadcastable, check_initial_belief, check_matrix, check_observations, check_psd, check_tensor, split_missing
 
 __all__ = ["nonlinear_filter"]
 
@@ -107,7 +107,7 @@ def nonlinear_filter(
     if transition_inputs is not None:
         transition_inputs = check_tensor(transition_inputs, "transition_inputs", dtype, device)
         lead = tuple(transition_inputs.shape[:-2])
-        if transition_inputs.ndim < 2 or transition_inputs.shape[-2] != steps or torch.broadcast_shapes(lead, batch_shape) != batch_shape:
+        if transition_inputs.ndim < 2 or transition_inputs.shape[-2] != steps or not broadcastable(lead, batch_shape):
             raise ValueError(
                 f"transition_inputs must have shape (*batch, T={steps}, U) with batch axes broadcasting to "
                 f"{batch_shape}, got {tuple(transition_inputs.shape)}"

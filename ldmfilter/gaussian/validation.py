@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["LinearGaussianModel", "check_tensor", "check_matrix", "check_psd", "check_observations", "check_mask", "split_missing", "check_initial_belief", "check_offset", "prepare_linear_model"]
+__all__ = ["LinearGaussianModel", "broadcastable", "check_tensor", "check_matrix", "check_psd", "check_observations", "check_mask", "split_missing", "check_initial_belief", "check_offset", "prepare_linear_model"]
 
 
 def check_tensor(value, name: str, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
@@ -47,7 +47,8 @@ def check_observations(observations) -> torch.Tensor:
     return obs
 
 
-def _broadcastable(shape: tuple, target: tuple) -> bool:
+def broadcastable(shape: tuple, target: tuple) -> bool:
+    """Whether ``shape`` broadcasts to exactly ``target``."""
     try:
         return torch.broadcast_shapes(shape, target) == target
     except RuntimeError:
@@ -66,7 +67,7 @@ def check_matrix(value, name, rows, cols, steps, batch_shape, dtype, device) -> 
             f"{name} must have shape ({rows}, {cols}) or (*batch, T={steps}, {rows}, {cols}) when "
             f"time-varying, got {tuple(value.shape)}"
         )
-    if not _broadcastable(value.shape[:-3], batch_shape):
+    if not broadcastable(value.shape[:-3], batch_shape):
         raise ValueError(
             f"{name} batch axes {tuple(value.shape[:-3])} do not broadcast to the observations' "
             f"batch axes {tuple(batch_shape)}"
@@ -99,9 +100,9 @@ def check_mask(mask, batch_shape: tuple, steps: int, obs_dim: int) -> torch.Tens
     if mask.dtype != torch.bool:
         raise TypeError(f"mask must have dtype torch.bool (True = observed), got {mask.dtype}")
     full = tuple(batch_shape) + (steps, obs_dim)
-    if _broadcastable(tuple(mask.shape) + (1,), full):
+    if broadcastable(tuple(mask.shape) + (1,), full):
         return mask.unsqueeze(-1).expand(full)
-    if _broadcastable(tuple(mask.shape), full):
+    if broadcastable(tuple(mask.shape), full):
         return mask.expand(full)
     raise ValueError(
         f"mask must have shape (*batch, T) = {tuple(batch_shape) + (steps,)} or (*batch, T, L) = {full}, "
@@ -139,7 +140,7 @@ def check_initial_belief(initial_mean, initial_cov, batch_shape: tuple, dtype, d
     if initial_mean.ndim < 1:
         raise ValueError(f"initial_mean must have shape (S,) or (*batch, S), got {tuple(initial_mean.shape)}")
     state_dim = initial_mean.shape[-1]
-    if not _broadcastable(initial_mean.shape[:-1], batch_shape):
+    if not broadcastable(initial_mean.shape[:-1], batch_shape):
         raise ValueError(
             f"initial_mean batch axes {tuple(initial_mean.shape[:-1])} do not broadcast to {batch_shape}"
         )
@@ -149,7 +150,7 @@ def check_initial_belief(initial_mean, initial_cov, batch_shape: tuple, dtype, d
             f"initial_cov must have shape ({state_dim}, {state_dim}) or (*batch, {state_dim}, {state_dim}), "
             f"got {tuple(initial_cov.shape)}"
         )
-    if not _broadcastable(initial_cov.shape[:-2], batch_shape):
+    if not broadcastable(initial_cov.shape[:-2], batch_shape):
         raise ValueError(f"initial_cov batch axes {tuple(initial_cov.shape[:-2])} do not broadcast to {batch_shape}")
     check_psd(initial_cov, "initial_cov")
     return initial_mean, initial_cov
@@ -161,7 +162,7 @@ def check_offset(offset, name: str, state_dim: int, steps: int, batch_shape: tup
         return None
     offset = check_tensor(offset, name, dtype, device)
     ok = offset.shape == (state_dim,) or (
-        offset.ndim >= 2 and offset.shape[-2:] == (steps, state_dim) and _broadcastable(offset.shape[:-2], batch_shape)
+        offset.ndim >= 2 and offset.shape[-2:] == (steps, state_dim) and broadcastable(offset.shape[:-2], batch_shape)
     )
     if not ok:
         raise ValueError(

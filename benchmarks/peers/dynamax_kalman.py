@@ -1,7 +1,12 @@
 """dynamax Kalman filters (sequential ``lgssm_filter`` and the parallel-in-time one) under
 ``jax.jit`` + ``jax.vmap`` on the CPU, in float64.
 
-Importing this module enables jax's float64 mode (``jax_enable_x64``).
+Importing this module enables jax's float64 mode (``jax_enable_x64``) and, unless ``XLA_FLAGS``
+already sets it, adds ``--xla_cpu_multi_thread_eigen=false`` to ``XLA_FLAGS`` before jax is
+imported: with XLA's multi-threaded Eigen pool, jitted vmapped filters intermittently hung forever
+in ``block_until_ready`` on the 2-core benchmark machine (all XLA workers parked, main thread
+waiting; jax/jaxlib 0.10.2), the same wedge reported in PyAutoLabs/PyAutoFit#1530.  XLA then runs
+each op single-threaded; the benchmark states it.
 
 Missing data: dynamax has no NaN or mask support in ``lgssm_filter``.  When the observations
 contain NaN rows, :class:`DynamaxFilter` emulates them the same way as the numpy peer: each
@@ -18,7 +23,13 @@ roughly ``1e-9`` relative.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+
+EIGEN_FLAG = "--xla_cpu_multi_thread_eigen=false"
+if "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {EIGEN_FLAG}".strip()
 
 try:
     import jax
@@ -32,7 +43,7 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the environment
     IMPORT_ERROR = error
 
-__all__ = ["IMPORT_ERROR", "DynamaxFilter", "versions"]
+__all__ = ["IMPORT_ERROR", "DynamaxFilter", "versions", "xla_threads_note"]
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -49,6 +60,13 @@ def versions():
     import importlib.metadata as metadata
 
     return {name: metadata.version(name) for name in ("jax", "jaxlib", "dynamax")}
+
+
+def xla_threads_note():
+    """How XLA is threaded in this process (from ``XLA_FLAGS``)."""
+    single = "xla_cpu_multi_thread_eigen=false" in os.environ.get("XLA_FLAGS", "")
+    return ("1 (XLA_FLAGS=--xla_cpu_multi_thread_eigen=false)" if single
+            else f"XLA CPU default ({os.cpu_count()} cores visible)")
 
 
 def _masked_emissions(H, R, observed):

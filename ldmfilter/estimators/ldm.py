@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import math
+import warnings
 from typing import Callable
 
 import lightning as L
@@ -175,6 +178,22 @@ class LDMFilter:
         options.update(self.trainer_kwargs or {})
         return L.Trainer(**options)
 
+    @contextlib.contextmanager
+    def _quiet(self):
+        """Silence Lightning's start-up chatter unless ``verbose``."""
+        if self.verbose:
+            yield
+            return
+        logger = logging.getLogger("lightning.pytorch")
+        level = logger.level
+        logger.setLevel(logging.WARNING)
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*treespec.*")
+                yield
+        finally:
+            logger.setLevel(level)
+
     # ------------------------------------------------------------------ conversion
     def _to_tensor(self, values: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(values), dtype=DTYPES[self.dtype])
@@ -246,11 +265,12 @@ class LDMFilter:
         probe_data = None
         if probe is not None:
             train_x, train_y, test_x, test_y = probe
+            (train_x, train_mask), (test_x, test_mask) = (
+                self._prepare(train_x, "probe X_train"),
+                self._prepare(test_x, "probe X_test"),
+            )
             probe_data = ProbeData(
-                self._prepare(train_x, "probe X_train")[0],
-                torch.tensor(np.asarray(train_y)),
-                self._prepare(test_x, "probe X_test")[0],
-                torch.tensor(np.asarray(test_y)),
+                train_x, torch.tensor(np.asarray(train_y)), test_x, torch.tensor(np.asarray(test_y)), train_mask, test_mask
             )
         self.module_ = LDMTrainingModule(
             self.model_,
@@ -263,9 +283,12 @@ class LDMFilter:
             probe=probe_data,
             seed=self.random_state,
         )
-        self._trainer(epoch_data is not None).fit(self.module_, datamodule=data)
+        with self._quiet():
+            self._trainer(epoch_data is not None).fit(self.module_, datamodule=data)
         self.model_ = self.module_.model.cpu().eval()
+        self.model_.zero_grad(set_to_none=True)
         self.loss_history_ = list(self.module_.loss_history)
+        self.training_seconds_ = self.module_.training_seconds
         self.probe_history_ = [] if probe_data is None else list(probe_data.history)
         return self
 
@@ -334,6 +357,19 @@ class LDMFilter:
                 dyn.transition_offset(),
             )
         return ForecastResult(fc.mean.numpy(), np.ascontiguousarray(fc.cov.numpy()))
+
+    @_with_threads
+    @torch.no_grad()
+    def noise_variance(self, X) -> np.ndarray:
+        """Pseudo-observation noise variances ``diag(R_t)``: array (n_series, T, latent_dim).
+
+        Constant over time unless ``noise="input"``, where ``R_t`` tracks how informative each
+        frame is.
+        """
+        self._check_kalman("noise_variance")
+        x, mask = self._prepare(X)
+        R = self.model_.noise(x, self.model_.dynamics.log_scale).diagonal(dim1=-2, dim2=-1)
+        return R.expand(x.shape[:2] + R.shape[-1:]).numpy().copy()
 
     @_with_threads
     @torch.no_grad()

@@ -35,6 +35,8 @@ def kalman_forecast(mean, cov, transition_matrix, transition_cov, horizon: int, 
         ``mean`` of shape (*batch, horizon, S) and ``cov`` of shape (*batch, horizon, S, S); entry
         ``k`` is the belief ``k + 1`` steps ahead.
     """
+    if isinstance(horizon, bool):
+        raise TypeError("horizon must be an int, got bool")
     try:
         horizon = operator.index(horizon)
     except TypeError:

@@ -17,18 +17,26 @@ __all__ = ["ProbeData", "LDMTrainingModule", "DEFAULT_LR_MULTIPLIERS"]
 DEFAULT_LR_MULTIPLIERS = {"encoder": 1.0, "predictor": 100.0, "noise_head": 0.03}
 
 
+def _to(mask: torch.Tensor | None, device) -> torch.Tensor | None:
+    return None if mask is None else mask.to(device)
+
+
 @dataclass
 class ProbeData:
     """Data for a linear probe, scored at the end of every training epoch (no gradients).
 
-    ``train_x``/``test_x``: (n, T, *obs_shape) tensors; ``train_y``/``test_y``: (n, T, D).
-    ``history`` collects ``(epoch, global_step, seconds since fit start, R²)``.
+    ``train_x``/``test_x``: (n, T, *obs_shape) tensors; ``train_y``/``test_y``: (n, T, D);
+    ``train_mask``/``test_mask``: (n, T) bool (True = observed frame) or None.
+    ``history`` collects ``(epoch, global_step, training seconds, R²)``; the seconds count the time
+    since the start of ``fit`` without the time spent in the probes themselves.
     """
 
     train_x: torch.Tensor
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    train_mask: torch.Tensor | None = None
+    test_mask: torch.Tensor | None = None
     history: list = field(default_factory=list)
 
 
@@ -79,7 +87,7 @@ class LDMTrainingModule(L.LightningModule):
         self.probe = probe
         self.generator = torch.Generator().manual_seed(int(seed))
         self.loss_history: list[float] = []
-        self._started = None
+        self._started, self._probe_seconds = None, 0.0
 
     def configure_optimizers(self):
         groups = [
@@ -93,7 +101,12 @@ class LDMTrainingModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_fit_start(self) -> None:
-        self._started = time.perf_counter()
+        self._started, self._probe_seconds = time.perf_counter(), 0.0
+
+    @property
+    def training_seconds(self) -> float:
+        """Seconds since the start of ``fit``, without the probes' own time."""
+        return time.perf_counter() - self._started - self._probe_seconds
 
     def training_step(self, batch, batch_idx):
         x, mask = batch
@@ -109,10 +122,11 @@ class LDMTrainingModule(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         if self.probe is None:
             return
-        p = self.probe
+        p, begin = self.probe, time.perf_counter()
         with torch.no_grad():
-            train = self.model(p.train_x.to(self.device)).features
-            test = self.model(p.test_x.to(self.device)).features
+            train = self.model(p.train_x.to(self.device), _to(p.train_mask, self.device)).features
+            test = self.model(p.test_x.to(self.device), _to(p.test_mask, self.device)).features
         r2 = linear_probe_r2(train.cpu(), p.train_y, test.cpu(), p.test_y)
-        p.history.append((self.current_epoch, self.global_step, time.perf_counter() - self._started, r2))
+        p.history.append((self.current_epoch, self.global_step, begin - self._started - self._probe_seconds, r2))
+        self._probe_seconds += time.perf_counter() - begin
         self.log("probe_r2", r2, prog_bar=True)

@@ -48,7 +48,8 @@ def test_scalar_quantile():
 def test_quantiles_accept_tensor():
     """q may be a float64 tensor of probabilities."""
     belief, _, _ = _belief()
-    torch.testing.assert_close(belief.quantiles(torch.tensor([0.1, 0.9], dtype=torch.float64)), belief.quantiles([0.1, 0.9]))
+    q = torch.tensor([0.1, 0.9], dtype=torch.float64)
+    torch.testing.assert_close(belief.quantiles(q), belief.quantiles([0.1, 0.9]))
 
 
 @pytest.mark.parametrize("coverage", [0.5, 0.9, 0.99])

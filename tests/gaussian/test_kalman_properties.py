@@ -60,7 +60,8 @@ def _model(obs, kwargs):
 
 
 def _cast(obs, kwargs, dtype):
-    return obs.to(dtype), {k: (v.to(dtype) if v is not None and v.is_floating_point() else v) for k, v in kwargs.items()}
+    cast = {k: (v.to(dtype) if v is not None and v.is_floating_point() else v) for k, v in kwargs.items()}
+    return obs.to(dtype), cast
 
 
 def _assert_symmetric_psd(cov):
@@ -193,7 +194,7 @@ def test_series_alone_equals_series_in_batch(problem, data):
         torch.testing.assert_close(getattr(alone, field), getattr(out, field)[i], rtol=1e-12, atol=1e-12, msg=field)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
 @pytest.mark.parametrize("gap", [False, True])
 def test_steady_state_shared_equals_sequential(seed, gap):
     """A long (T=400) time-invariant series: the shared path (which freezes the converged covariance) matches

@@ -254,7 +254,8 @@ def test_smoother_non_psd_transition_cov():
 
 def _forecast(**changes):
     v = _valid()
-    args = dict(mean=torch.zeros(B, S, dtype=torch.float64), cov=_spd(S, (B,)), transition_matrix=v["transition_matrix"],
+    args = dict(mean=torch.zeros(B, S, dtype=torch.float64), cov=_spd(S, (B,)),
+                transition_matrix=v["transition_matrix"],
                 transition_cov=v["transition_cov"], horizon=3, transition_offset=None)
     args.update(changes)
     return kalman_forecast(**args)

@@ -247,7 +247,7 @@ class LDMFilter:
         self.obs_shape_ = tuple(values.shape[2:])
         x = self._to_tensor(values)
         mask = torch.as_tensor(observed)
-        self.normalizer_ = Standardizer.fit(torch.nan_to_num(x), len(self.obs_shape_), self.normalize, mask)
+        self.normalizer_ = Standardizer.fit(x, len(self.obs_shape_), self.normalize, mask)
         self.model_ = self._build_model(self.obs_shape_).to(DTYPES[self.dtype])
 
         def normalised(array) -> tuple:

@@ -37,20 +37,19 @@ class Standardizer(nn.Module):
         if kind not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {kind!r}")
         obs_shape = x.shape[x.ndim - obs_ndim:]
-        frames = x.reshape((-1,) + tuple(obs_shape))
-        if mask is not None:
-            frames = frames[mask.reshape(-1)]
         if kind == "none":
             return cls(torch.zeros(obs_shape, dtype=x.dtype), torch.ones(obs_shape, dtype=x.dtype))
+        frames = x.reshape((-1,) + tuple(obs_shape))
+        if mask is not None and not bool(mask.all()):
+            frames = frames[mask.reshape(-1)]
         if kind == "auto":
             kind = "feature" if obs_ndim == 1 else "global"
-        mean = frames.mean(0)
-        centred = frames - mean
+        variance, mean = torch.var_mean(frames, dim=0, correction=0)  # one pass, no centred copy
         if kind == "feature":
-            scale = centred.std(0)
+            scale = variance.sqrt()
             scale = scale.clamp_min(1e-8 * float(scale.max().clamp_min(1e-30)))
-        else:
-            scale = centred.square().mean().sqrt().clamp_min(1e-30).expand(obs_shape).clone()
+        else:  # mean squared deviation from the per-feature means, over all features
+            scale = variance.mean().sqrt().clamp_min(1e-30).expand(obs_shape).clone()
         return cls(mean, scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

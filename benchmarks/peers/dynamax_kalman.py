@@ -1,12 +1,16 @@
 """dynamax Kalman filters (sequential ``lgssm_filter`` and the parallel-in-time one) under
 ``jax.jit`` + ``jax.vmap`` on the CPU, in float64.
 
-Importing this module enables jax's float64 mode (``jax_enable_x64``) and, unless ``XLA_FLAGS``
-already sets it, adds ``--xla_cpu_multi_thread_eigen=false`` to ``XLA_FLAGS`` before jax is
-imported: with XLA's multi-threaded Eigen pool, jitted vmapped filters intermittently hung forever
-in ``block_until_ready`` on the 2-core benchmark machine (all XLA workers parked, main thread
-waiting; jax/jaxlib 0.10.2), the same wedge reported in PyAutoLabs/PyAutoFit#1530.  XLA then runs
-each op single-threaded; the benchmark states it.
+Importing this module enables jax's float64 mode (``jax_enable_x64``) and, unless the
+environment already sets it, sets ``PJRT_NPROC=1``: XLA's CPU client then gets a one-thread
+intra-op pool (the variable is read when the jax backend is created, at the first jax operation,
+so it can still be changed after import).  With the default pool (one thread per core, 2 here)
+the jitted, vmapped *parallel* filter deadlocked reproducibly on the 2-core benchmark machine
+(jax/jaxlib 0.10.2) on the first call after compilation: both pool workers sit in jaxlib's
+batched-LAPACK ``ParallelBatchMap`` waiting for sub-tasks that no free worker can run, and the main
+thread waits forever in ``block_until_ready``.  A one-thread pool cannot deadlock that way
+(cf. PyAutoLabs/PyAutoFit#1530 for the same pool re-entrancy with FFTs); it costs the sequential
+filter ~15 % on W1 (measured separately).  ``--xla_cpu_multi_thread_eigen=false`` does not help.
 
 Missing data: dynamax has no NaN or mask support in ``lgssm_filter``.  When the observations
 contain NaN rows, :class:`DynamaxFilter` emulates them the same way as the numpy peer: each
@@ -27,9 +31,8 @@ import os
 
 import numpy as np
 
-EIGEN_FLAG = "--xla_cpu_multi_thread_eigen=false"
-if "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {EIGEN_FLAG}".strip()
+POOL_ENV = "PJRT_NPROC"  # size of XLA's CPU intra-op thread pool, read at backend creation
+os.environ.setdefault(POOL_ENV, "1")
 
 try:
     import jax
@@ -63,10 +66,9 @@ def versions():
 
 
 def xla_threads_note():
-    """How XLA is threaded in this process (from ``XLA_FLAGS``)."""
-    single = "xla_cpu_multi_thread_eigen=false" in os.environ.get("XLA_FLAGS", "")
-    return ("1 (XLA_FLAGS=--xla_cpu_multi_thread_eigen=false)" if single
-            else f"XLA CPU default ({os.cpu_count()} cores visible)")
+    """How XLA is threaded in this process (from ``PJRT_NPROC``)."""
+    pool = os.environ.get(POOL_ENV)
+    return f"{pool} (XLA pool, {POOL_ENV}={pool})" if pool else f"XLA default ({os.cpu_count()} cores)"
 
 
 def _masked_emissions(H, R, observed):

@@ -12,6 +12,7 @@ update without a predict (the pykalman / dynamax convention).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -128,12 +129,28 @@ def kalman_filter(
     return sequential_filter(model)
 
 
+def _per_step(param: torch.Tensor | None, batch_shape: tuple, steps: int, core_ndim: int) -> list | None:
+    """A parameter as a list of T tensors of shape (N, *core), N the flattened batch.
+
+    Time-invariant parameters give the same broadcast view at every step; time-varying ones are
+    laid out time-major and contiguous once, so that each step is a contiguous block.
+    """
+    if param is None:
+        return None
+    core = tuple(param.shape[param.ndim - core_ndim:])
+    flat = (math.prod(batch_shape),)
+    if param.ndim == core_ndim:
+        return [param.expand(flat + core)] * steps
+    full = param.expand(batch_shape + (steps,) + core).reshape(flat + (steps,) + core)
+    return list(full.transpose(0, 1).contiguous().unbind(0))
+
+
 def sequential_filter(model: LinearGaussianModel) -> FilterResult:
     """The textbook recursion with one covariance per series (any parameters, any mask)."""
     batch_shape, steps = model.batch_shape, model.num_steps
-    state_dim = model.initial_mean.shape[-1]
+    state_dim, obs_dim = model.initial_mean.shape[-1], model.observations.shape[-1]
     H, R = model.observation_matrix, model.observation_cov
-    num_observed = model.observations.shape[-1]
+    num_observed = obs_dim
     if model.observed is not None:
         H, R = mask_observation_model(
             H if H.ndim > 2 else H.expand(steps, *H.shape),
@@ -141,34 +158,35 @@ def sequential_filter(model: LinearGaussianModel) -> FilterResult:
             model.observed,
         )
         num_observed = model.observed.sum(-1)
+    A, Q = (_per_step(p, batch_shape, steps, 2) for p in (model.transition_matrix, model.transition_cov))
+    H, R = _per_step(H, batch_shape, steps, 2), _per_step(R, batch_shape, steps, 2)
+    offsets = _per_step(model.transition_offset, batch_shape, steps, 1)
+    z = _per_step(model.observations, batch_shape, steps, 1)
 
-    mean = model.initial_mean.expand(batch_shape + (state_dim,))
-    cov = model.initial_cov.expand(batch_shape + (state_dim, state_dim))
+    flat = math.prod(batch_shape)
+    mean = model.initial_mean.expand(batch_shape + (state_dim,)).reshape(flat, state_dim)
+    cov = model.initial_cov.expand(batch_shape + (state_dim, state_dim)).reshape(flat, state_dim, state_dim)
     pred_means, pred_covs, means, covs, innovations, chols = [], [], [], [], [], []
     for t in range(steps):
         if t > 0:
-            mean, cov = predict(
-                mean, cov,
-                at_step(model.transition_matrix, t, 2),
-                at_step(model.transition_cov, t, 2),
-                at_step(model.transition_offset, t, 1),
-            )
+            mean, cov = predict(mean, cov, A[t], Q[t], None if offsets is None else offsets[t])
         pred_means.append(mean)
         pred_covs.append(cov)
-        H_t, R_t = at_step(H, t, 2), at_step(R, t, 2)
-        cov, gain, chol = update_covariance(cov, H_t, R_t)
-        mean, innovation = update_mean(mean, gain, model.observations[..., t, :], H_t)
+        cov, gain, chol = update_covariance(cov, H[t], R[t])
+        mean, innovation = update_mean(mean, gain, z[t], H[t])
         means.append(mean)
         covs.append(cov)
         innovations.append(innovation)
         chols.append(chol)
 
-    innovations = torch.stack(innovations, -2)
-    chols = torch.stack([c.expand(batch_shape + c.shape[-2:]) for c in chols], -3)
+    def series(values: list) -> torch.Tensor:  # T × (N, *core) -> (*batch, T, *core)
+        stacked = torch.stack(values, 1)
+        return stacked.reshape(batch_shape + stacked.shape[1:])
+
     return FilterResult(
-        filtered_mean=torch.stack(means, -2),
-        filtered_cov=torch.stack(covs, -3),
-        predicted_mean=torch.stack(pred_means, -2),
-        predicted_cov=torch.stack(pred_covs, -3),
-        log_likelihood=innovation_log_likelihood(innovations, chols, num_observed),
+        filtered_mean=series(means),
+        filtered_cov=series(covs),
+        predicted_mean=series(pred_means),
+        predicted_cov=series(pred_covs),
+        log_likelihood=innovation_log_likelihood(series(innovations), series(chols), num_observed),
     )

@@ -21,6 +21,8 @@ import torch
 
 __all__ = [
     "MAX_JITTER_TRIES",
+    "matmul",
+    "matmul_add",
     "NotPositiveDefiniteError",
     "symmetrize",
     "cholesky",
@@ -50,6 +52,44 @@ def symmetrize(matrix: torch.Tensor) -> torch.Tensor:
     return (matrix + matrix.mT) * 0.5
 
 
+def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b``, through ``bmm`` when both are stacks of the same length (fewer copies).
+
+    Parameters
+    ----------
+    a : Tensor, shape (*batch, n, k)
+    b : Tensor, shape (*batch, k, p)
+
+    Returns
+    -------
+    Tensor, shape (*batch, n, p)
+    """
+    if a.ndim == 3 and b.ndim == 3 and a.shape[0] == b.shape[0]:
+        return torch.bmm(a, b)
+    return a @ b
+
+
+def matmul_add(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """``c + alpha · a @ b`` as one fused ``addmm``/``baddbmm`` call when the shapes allow.
+
+    Parameters
+    ----------
+    c : Tensor, broadcastable to shape (*batch, n, p)
+    a : Tensor, shape (*batch, n, k)
+    b : Tensor, shape (*batch, k, p)
+    alpha : float
+
+    Returns
+    -------
+    Tensor, shape (*batch, n, p)
+    """
+    if a.ndim == 2 and b.ndim == 2 and c.ndim <= 2:
+        return torch.addmm(c, a, b, alpha=alpha)
+    if a.ndim == 3 and b.ndim == 3 and a.shape[0] == b.shape[0] and c.ndim <= 3:
+        return torch.baddbmm(c, a, b, alpha=alpha)
+    return c + alpha * (a @ b)
+
+
 def cholesky(matrix: torch.Tensor, name: str = "matrix") -> torch.Tensor:
     """Lower Cholesky factor ``C`` with ``C Cᵀ = M``, applying the module's jitter policy.
 
@@ -70,10 +110,15 @@ def cholesky(matrix: torch.Tensor, name: str = "matrix") -> torch.Tensor:
     NotPositiveDefiniteError
         If the matrix is not positive definite even after the largest jitter.
     """
-    try:
-        return torch.linalg.cholesky(matrix)
-    except RuntimeError:  # torch.linalg.LinAlgError subclasses RuntimeError
-        pass
+    if matrix.ndim > 2:  # batched: the unchecked kernel plus one check is cheaper
+        factor, info = torch.linalg.cholesky_ex(matrix)
+        if not info.any():
+            return factor
+    else:
+        try:
+            return torch.linalg.cholesky(matrix)
+        except RuntimeError:  # torch.linalg.LinAlgError subclasses RuntimeError
+            pass
     if not torch.isfinite(matrix).all():
         raise NotPositiveDefiniteError(f"{name} contains NaN or inf entries; cannot factorise it")
     eye = torch.eye(matrix.shape[-1], dtype=matrix.dtype, device=matrix.device)

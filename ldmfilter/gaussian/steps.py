@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from .linalg import cholesky, cholesky_solve, logdet_from_cholesky, symmetrize, triangular_solve
+from .linalg import cholesky, cholesky_solve, logdet_from_cholesky, matmul, matmul_add, symmetrize, triangular_solve
 
 __all__ = [
     "predict",
@@ -57,7 +57,8 @@ def predict_cov(cov, transition_matrix, transition_cov):
     -------
     Tensor, shape (*batch, S, S)
     """
-    return symmetrize(transition_matrix @ cov @ transition_matrix.mT + transition_cov)  # P⁻ = A P Aᵀ + Q
+    A = transition_matrix
+    return symmetrize(matmul_add(transition_cov, matmul(A, cov), A.mT))  # P⁻ = A P Aᵀ + Q
 
 
 def predict_observation(pred_mean, pred_cov, observation_matrix, observation_cov):
@@ -77,7 +78,7 @@ def predict_observation(pred_mean, pred_cov, observation_matrix, observation_cov
     """
     H = observation_matrix
     mean = (H @ pred_mean.unsqueeze(-1)).squeeze(-1)  # ẑ = H m⁻
-    cov = symmetrize(H @ pred_cov @ H.mT + observation_cov)  # Σ_e = H P⁻ Hᵀ + R
+    cov = symmetrize(matmul_add(observation_cov, matmul(H, pred_cov), H.mT))  # Σ_e = H P⁻ Hᵀ + R
     return mean, cov
 
 
@@ -101,13 +102,14 @@ def update_covariance(pred_cov, observation_matrix, observation_cov):
         Lower Cholesky factor of the innovation covariance ``Σ_e``.
     """
     H, R = observation_matrix, observation_cov
-    HP = H @ pred_cov
-    innovation_cov = HP @ H.mT + R  # Σ_e = H P⁻ Hᵀ + R
+    HP = matmul(H, pred_cov)
+    innovation_cov = matmul_add(R, HP, H.mT)  # Σ_e = H P⁻ Hᵀ + R
     chol = cholesky(innovation_cov, "innovation covariance H P⁻ Hᵀ + R")
     gain = cholesky_solve(HP, chol).mT  # K = P⁻ Hᵀ Σ_e⁻¹
     eye = torch.eye(pred_cov.shape[-1], dtype=pred_cov.dtype, device=pred_cov.device)
-    residual = eye - gain @ H
-    cov = symmetrize(residual @ pred_cov @ residual.mT + gain @ R @ gain.mT)  # (I−KH) P⁻ (I−KH)ᵀ + K R Kᵀ
+    residual = matmul_add(eye, gain, H, alpha=-1.0)  # I − K H
+    noise_term = matmul(matmul(gain, R), gain.mT)
+    cov = symmetrize(matmul_add(noise_term, matmul(residual, pred_cov), residual.mT))  # (I−KH) P⁻ (I−KH)ᵀ + K R Kᵀ
     return cov, gain, chol
 
 

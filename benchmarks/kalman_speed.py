@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -256,7 +257,8 @@ def build_workloads(settings, names):
                                drop_rows(batch, 0.1, np.random.default_rng(settings.seed + 1)),
                                settings.slow_series, T, settings.repeats),
         "W3": lambda: Workload("W3", f"1 series × {settings.long_steps:,} steps, no missing", model,
-                               simulate(model, 1, settings.long_steps, np.random.default_rng(settings.seed + 2)),
+                               simulate(model, 1, settings.long_steps,
+                                        np.random.default_rng(settings.seed + 2)),
                                1, settings.slow_long_steps, settings.long_repeats),
     }
     return [all_workloads[name]() for name in names]
@@ -280,6 +282,7 @@ class Row:
 
     @property
     def is_ldmfilter(self):
+        """True for ldmfilter's own rows (the numerators of the ratios)."""
         return self.key.startswith("ldmfilter")
 
 
@@ -346,14 +349,14 @@ def wait_until_quiet(max_wait, window=0.5):
 
 
 def time_best(report, fn, repeats, warm_up=1):
-    """Best and median wall time of ``fn()`` over ``repeats`` calls, after ``warm_up`` calls.
+    """Best wall time of ``fn()`` over ``repeats`` calls, after ``warm_up`` calls.
 
     Waits (up to ``report.max_wait`` s) for other processes to go quiet first, and measures how
-    many cores other processes used during the timed calls.
+    many cores other processes used during the timed calls.  Prints best and median.
 
     Returns
     -------
-    best, median : float
+    best : float
         Seconds.
     load_note : str
         Empty, or a warning that other processes competed for the CPUs.
@@ -370,7 +373,9 @@ def time_best(report, fn, repeats, warm_up=1):
             times.append(time.perf_counter() - start)
     busy = load.cores is not None and load.cores >= QUIET_THRESHOLD
     note = f"other processes used {load.cores:.1f} cores while timing" if busy else ""
-    return min(times), statistics.median(times), note
+    print(f"      best {min(times) * 1e3:.2f} ms, median {statistics.median(times) * 1e3:.2f} ms "
+          f"over {repeats} repeats{'; ' + note if note else ''}", flush=True)
+    return min(times), note
 
 
 def relative_error(value, reference):
@@ -402,7 +407,8 @@ def check(report, workload, label, means, reference_means, loglik=None, referenc
 def throughput_row(workload, key, implementation, threads, series_steps, seconds, notes=(), ok=True):
     """A table row from a best time; a failed check is flagged in the note."""
     notes = (() if ok else ("FAILED CHECK",)) + tuple(notes)
-    return Row(workload, key, implementation, threads, series_steps / seconds, "; ".join(n for n in notes if n))
+    note = "; ".join(n for n in notes if n)
+    return Row(workload, key, implementation, threads, series_steps / seconds, note)
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,8 +439,8 @@ def bench_ldmfilter(report, workload, reference, parallel):
     for threads in sorted({1, DEFAULT_THREADS}):
         torch.set_num_threads(threads)
         try:
-            best, _, load = time_best(report, lambda: kalman_filter(*args, parallel=parallel), workload.repeats,
-                                      warm_up=3)
+            best, load = time_best(report, lambda: kalman_filter(*args, parallel=parallel),
+                                   workload.repeats, warm_up=3)
         finally:
             torch.set_num_threads(DEFAULT_THREADS)
         thread_note = f"{threads} (torch default)" if threads == DEFAULT_THREADS else str(threads)
@@ -462,7 +468,7 @@ def bench_numpy(report, workload, reference):
     out = numpy_kalman_filter(*args)
     ok = check(report, workload.name, "numpy loop", out.filtered_mean, reference[0],
                float(out.log_likelihood.sum()), reference[1])
-    best, _, load = time_best(report, lambda: numpy_kalman_filter(*args), workload.repeats)
+    best, load = time_best(report, lambda: numpy_kalman_filter(*args), workload.repeats)
     report.rows.append(throughput_row(workload.name, "numpy", "numpy batched loop", numpy_threads_note(),
                                       workload.series_steps, best, (load,), ok))
 
@@ -480,7 +486,7 @@ def bench_per_series_peer(report, workload, reference, key, module, error):
     means = run(measurements, *arrays)
     n_series, n_steps = subset.shape[:2]
     ok = check(report, workload.name, name, means, reference[0][:n_series, :n_steps])
-    best, _, load = time_best(report, lambda: run(measurements, *arrays), workload.repeats)
+    best, load = time_best(report, lambda: run(measurements, *arrays), workload.repeats)
     B, T = workload.observations.shape[:2]
     what = f"{n_series} of {B} series" if n_series < B else f"first {n_steps:,} of {T:,} steps"
     report.rows.append(throughput_row(workload.name, key, name, "1 (numpy, per series)",
@@ -502,11 +508,12 @@ def bench_dynamax(report, workload, reference, parallel):
     compile_s = time.perf_counter() - start
     ok = check(report, workload.name, name, np.asarray(out[0]), reference[0],
                peer.log_likelihood(out), reference[1], tolerance=DYNAMAX_TOLERANCE)
-    best, _, load = time_best(report, peer.run, workload.repeats)
+    best, load = time_best(report, peer.run, workload.repeats)
     notes = [f"compile+first run {compile_s:.1f} s excluded", load]
     if peer.num_missing:
         notes.append("missing emulated by per-series time-varying H, R (no NaN support)")
-    report.rows.append(throughput_row(workload.name, key, name, threads, workload.series_steps, best, notes, ok))
+    report.rows.append(throughput_row(workload.name, key, name, threads, workload.series_steps, best,
+                                      notes, ok))
 
 
 def bench_workload(report, workload):
@@ -516,7 +523,8 @@ def bench_workload(report, workload):
     reference = (out.filtered_mean.numpy(), float(out.log_likelihood.sum()))
     steps = [("ldmfilter", lambda: bench_ldmfilter(report, workload, reference, parallel=False))]
     if workload.name == "W1":
-        steps.append(("ldmfilter parallel", lambda: bench_ldmfilter(report, workload, reference, parallel=True)))
+        steps.append(("ldmfilter parallel",
+                      lambda: bench_ldmfilter(report, workload, reference, parallel=True)))
     steps += [
         ("numpy", lambda: bench_numpy(report, workload, reference)),
         ("filterpy", lambda: bench_per_series_peer(report, workload, reference, "filterpy",
@@ -610,6 +618,16 @@ def package_version(name):
         return "not installed"
 
 
+def ldmfilter_digest():
+    """Short SHA-256 of ldmfilter's ``gaussian`` sources (identifies the code that was timed)."""
+    import ldmfilter.gaussian
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(ldmfilter.gaussian.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def environment_lines(settings, quick, max_wait):
     """Date, machine, versions and settings of the run."""
     versions = ", ".join(f"{name} {package_version(name)}" for name in
@@ -618,6 +636,7 @@ def environment_lines(settings, quick, max_wait):
         f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
         f"- machine: {os.cpu_count()} CPUs (nproc), {cpu_model()}, {platform.system()} {platform.machine()}",
         f"- python {platform.python_version()}; {versions}",
+        f"- ldmfilter: sha256 of `ldmfilter/gaussian/*.py` = `{ldmfilter_digest()}`",
         f"- settings: {'--quick' if quick else 'full'}; model S=10, L=5, float64, seed {settings.seed}; "
         f"timing = best of {settings.repeats} (W1/W2) / {settings.long_repeats} (W3) repeats after "
         "warm-up calls (3 for ldmfilter, 1 for the others, plus the checking call), `time.perf_counter`; "

@@ -152,16 +152,17 @@ class LDMFilter:
         if self.predictor == "kalman" and self.latent_dim > self.state_dim:
             raise ValueError(f"latent_dim ({self.latent_dim}) cannot exceed state_dim ({self.state_dim})")
 
-    def _build_model(self, obs_shape: tuple) -> torch.nn.Module:
+    def _build_model(self, obs_shape: tuple, normalizer: Standardizer) -> torch.nn.Module:
         if self.encoder == "mlp":
             encoder = MLPEncoder(obs_shape, self.latent_dim, self.hidden)
         else:
             encoder = ConvEncoder(obs_shape, self.latent_dim)
         if self.predictor == "rnn":
-            return LatentRNNModel(encoder, RNNPredictor(self.latent_dim))
+            return LatentRNNModel(encoder, RNNPredictor(self.latent_dim), normalizer)
         generator = torch.Generator().manual_seed(self.random_state)
         dynamics = LinearDynamics(self.state_dim, self.latent_dim, generator)
-        return LatentKalmanFilter(encoder, dynamics, make_noise(self.noise, obs_shape, self.latent_dim, self.hidden))
+        noise = make_noise(self.noise, obs_shape, self.latent_dim, self.hidden)
+        return LatentKalmanFilter(encoder, dynamics, noise, normalizer)
 
     def _trainer(self, reload_every_epoch: bool) -> L.Trainer:
         options = dict(
@@ -199,10 +200,10 @@ class LDMFilter:
         return torch.as_tensor(np.asarray(values), dtype=DTYPES[self.dtype])
 
     def _prepare(self, X, name: str = "X"):
-        """Validated, normalised tensor (n, T, *obs_shape) and frame mask (n, T) or None."""
+        """Validated tensor (n, T, *obs_shape) and frame mask (n, T) or None (the model normalises)."""
         self._check_fitted()
         values, observed = as_sequences(X, name, self.obs_shape_)
-        x = self.normalizer_(self._to_tensor(values))
+        x = self._to_tensor(values)
         mask = None if observed.all() else torch.as_tensor(observed)
         return x, mask
 
@@ -247,19 +248,19 @@ class LDMFilter:
         self.obs_shape_ = tuple(values.shape[2:])
         x = self._to_tensor(values)
         mask = torch.as_tensor(observed)
-        self.normalizer_ = Standardizer.fit(x, len(self.obs_shape_), self.normalize, mask)
-        self.model_ = self._build_model(self.obs_shape_).to(DTYPES[self.dtype])
+        normalizer = Standardizer.fit(x, len(self.obs_shape_), self.normalize, mask)
+        self.model_ = self._build_model(self.obs_shape_, normalizer).to(DTYPES[self.dtype])
 
-        def normalised(array) -> tuple:
+        def checked(array) -> tuple:
             vals, obs = as_sequences(array, "epoch_data(epoch)", self.obs_shape_)
-            return self.normalizer_(self._to_tensor(vals)), torch.as_tensor(obs)
+            return self._to_tensor(vals), torch.as_tensor(obs)
 
         data = SequenceDataModule(
-            self.normalizer_(x),
+            x,
             mask,
             self.batch_size,
             self.window,
-            epoch_data=None if epoch_data is None else (lambda epoch: normalised(epoch_data(epoch))),
+            epoch_data=None if epoch_data is None else (lambda epoch: checked(epoch_data(epoch))),
             seed=self.random_state,
         )
         probe_data = None
@@ -368,7 +369,7 @@ class LDMFilter:
         """
         self._check_kalman("noise_variance")
         x, mask = self._prepare(X)
-        R = self.model_.noise(x, self.model_.dynamics.log_scale).diagonal(dim1=-2, dim2=-1)
+        R = self.model_(x, mask).observation_cov.diagonal(dim1=-2, dim2=-1)
         return R.expand(x.shape[:2] + R.shape[-1:]).numpy().copy()
 
     @_with_threads

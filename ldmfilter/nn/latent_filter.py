@@ -72,15 +72,19 @@ class LatentKalmanFilter(nn.Module):
     dynamics : LinearDynamics
     noise : nn.Module
         ``noise(x, log_scale)`` → R of shape (L, L), or (*lead, L, L) when ``input_dependent``.
+    normalizer : nn.Module, optional
+        Applied to the observations before the encoder and the noise model (input
+        standardisation stored with the model).
     parallel : bool or "auto"
         Use the associative-scan filter.  ``"auto"``: when ``R_t`` is input-dependent, where the
         covariance recursion cannot be shared across series and the scan needs ~log₂ T rounds of
         batched operations instead of T rounds (several times faster to train on a CPU).
     """
 
-    def __init__(self, encoder: nn.Module, dynamics: LinearDynamics, noise: nn.Module, parallel="auto"):
+    def __init__(self, encoder: nn.Module, dynamics: LinearDynamics, noise: nn.Module, normalizer=None, parallel="auto"):
         super().__init__()
         self.encoder, self.dynamics, self.noise = encoder, dynamics, noise
+        self.normalizer = nn.Identity() if normalizer is None else normalizer
         if parallel not in (True, False, "auto"):
             raise ValueError(f"parallel must be True, False or 'auto', got {parallel!r}")
         self.parallel = getattr(noise, "input_dependent", False) if parallel == "auto" else parallel
@@ -91,7 +95,7 @@ class LatentKalmanFilter(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latents ``z`` (B, T, L) of observations ``x`` (B, T, *obs_shape)."""
-        return self.encoder(x)
+        return self.encoder(self.normalizer(x))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> PredictiveOutput:
         """Encode and filter a batch of sequences.
@@ -107,7 +111,7 @@ class LatentKalmanFilter(nn.Module):
         -------
         PredictiveOutput
         """
-        x = fill_missing_frames(x, mask, self.obs_ndim)
+        x = self.normalizer(fill_missing_frames(x, mask, self.obs_ndim))
         z = self.encoder(x)
         dyn = self.dynamics
         R = self.noise(x, dyn.log_scale)  # (L, L), or (B, T, L, L) when input-dependent: a time axis

@@ -45,12 +45,14 @@ def _unit_gaussian_log_density(targets: torch.Tensor, means: torch.Tensor) -> to
 class LatentRNNModel(nn.Module):
     """Encoder + RNN predictor; same output type as :class:`~.latent_filter.LatentKalmanFilter`.
 
-    Missing frames (mask False) are encoded as zeros and not scored.
+    Missing frames (mask False) are encoded as zeros and not scored; ``normalizer`` (optional)
+    standardises the observations before the encoder.
     """
 
-    def __init__(self, encoder: nn.Module, predictor: RNNPredictor):
+    def __init__(self, encoder: nn.Module, predictor: RNNPredictor, normalizer=None):
         super().__init__()
         self.encoder, self.predictor = encoder, predictor
+        self.normalizer = nn.Identity() if normalizer is None else normalizer
 
     @property
     def obs_ndim(self) -> int:
@@ -58,11 +60,11 @@ class LatentRNNModel(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latents ``z`` (B, T, L) of observations ``x`` (B, T, *obs_shape)."""
-        return self.encoder(x)
+        return self.encoder(self.normalizer(x))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> PredictiveOutput:
         """Encode ``x`` (B, T, *obs_shape) and predict each latent from the earlier ones."""
-        z = self.encoder(fill_missing_frames(x, mask, self.obs_ndim))
+        z = self.encoder(self.normalizer(fill_missing_frames(x, mask, self.obs_ndim)))
         means = self.predictor(z)
         weight = None if mask is None else mask.to(z.dtype)
 

@@ -152,11 +152,7 @@ def sequential_filter(model: LinearGaussianModel) -> FilterResult:
     H, R = model.observation_matrix, model.observation_cov
     num_observed = obs_dim
     if model.observed is not None:
-        H, R = mask_observation_model(
-            H if H.ndim > 2 else H.expand(steps, *H.shape),
-            R if R.ndim > 2 else R.expand(steps, *R.shape),
-            model.observed,
-        )
+        H, R = mask_observation_model(H, R, model.observed)
         num_observed = model.observed.sum(-1)
     A, Q = (_per_step(p, batch_shape, steps, 2) for p in (model.transition_matrix, model.transition_cov))
     H, R = _per_step(H, batch_shape, steps, 2), _per_step(R, batch_shape, steps, 2)

@@ -115,9 +115,7 @@ def nonlinear_filter(
     obs, observed = split_missing(obs, mask)
     num_observed = obs_dim if observed is None else observed.sum(-1)
     if H is not None and observed is not None:
-        H_full = H if H.ndim > 2 else H.expand(steps, *H.shape)
-        R_full = R if R.ndim > 2 else R.expand(steps, *R.shape)
-        H, R_masked = mask_observation_model(H_full, R_full, observed)
+        H, R_masked = mask_observation_model(H, R, observed)
     else:
         R_masked = R
 

@@ -57,9 +57,7 @@ def predictive_log_likelihood(targets, result: FilterResult, observation_matrix,
     num_observed = obs_dim
     if observed is not None:
         pattern = flat[0] if shared else observed
-        H_full = H if H.ndim > 2 else H.expand(steps, *H.shape)
-        R_full = R if R.ndim > 2 else R.expand(steps, *R.shape)
-        H, R = mask_observation_model(H_full, R_full, pattern)
+        H, R = mask_observation_model(H, R, pattern)
         num_observed = pattern.sum(-1)
     obs_mean, obs_cov = predict_observation(means, covs, H, R)
     chol = cholesky(obs_cov, "predictive observation covariance H P⁻ Hᵀ + R")

@@ -7,14 +7,15 @@ linear recursion
 
     m_t = F_t m_{t-1} + u_t,   F_t = (I − K_t H_t) A_t,   u_t = (I − K_t H_t) c_t + K_t z_t,
 
-one fused matrix product per step for the whole batch.  Predicted means, innovations and
-log-likelihoods are then computed for all steps at once.
+solved for the whole batch by :func:`linear_recurrence` (about ``2√(2T)`` batched products).
+Predicted means, innovations and log-likelihoods are then computed for all steps at once.
 
 Steady state: for time-invariant parameters the covariance recursion converges.  Once two
 successive filtered covariances agree to ``STEADY_STATE_ULPS`` units of the dtype's epsilon
-(relative to the largest variance; checked every ``CONVERGENCE_CHECK_EVERY`` steps), later fully observed steps reuse the converged covariance,
-gain and innovation factor instead of recomputing them; a step with missing data restarts the
-recursion.  The values differ from the fully unrolled recursion by rounding only.
+(relative to the largest variance; checked every ``CONVERGENCE_CHECK_EVERY`` steps), later
+fully observed steps reuse the converged covariance, gain and innovation factor instead of
+recomputing them; a step with missing data restarts the recursion.  The values differ from the
+fully unrolled recursion by rounding only.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .kalman import FilterResult, at_step
 from .steps import innovation_log_likelihood, mask_observation_model, predict_cov, update_covariance
 from .validation import LinearGaussianModel
 
-__all__ = ["shared_covariance_filter", "linear_recurrence", "STEADY_STATE_ULPS"]
+__all__ = ["shared_covariance_filter", "linear_recurrence", "STEADY_STATE_ULPS", "CONVERGENCE_CHECK_EVERY"]
 
 STEADY_STATE_ULPS = 8
 CONVERGENCE_CHECK_EVERY = 4
@@ -130,7 +131,7 @@ def shared_covariance_filter(model: LinearGaussianModel) -> FilterResult:
 
     A, H, c = model.transition_matrix, model.observation_matrix, model.transition_offset
     if pattern is not None:
-        H, _ = mask_observation_model(H if H.ndim > 2 else H.expand(steps, *H.shape), model.observation_cov, pattern)
+        H, _ = mask_observation_model(H, model.observation_cov, pattern)
     # Work in a time-major layout (T, N, ·): every step is then a contiguous block.
     z = model.observations.reshape(-1, steps, obs_dim).transpose(0, 1)  # (T, N, L)
     eye = torch.eye(state_dim, dtype=covs.dtype, device=covs.device)

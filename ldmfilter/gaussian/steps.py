@@ -174,13 +174,14 @@ def mask_observation_model(observation_matrix, observation_cov, observed):
 
     Parameters
     ----------
-    observation_matrix : Tensor, shape (*batch, L, S)
-    observation_cov : Tensor, shape (*batch, L, L)
+    observation_matrix : Tensor, shape (*batch, L, S), batch axes broadcasting
+    observation_cov : Tensor, shape (*batch, L, L), batch axes broadcasting
     observed : Tensor, shape (*batch, L), bool
 
     Returns
     -------
     observation_matrix : Tensor, shape (*batch, L, S)
+        With the broadcast batch axes (a static ``H`` and a ``(T, L)`` mask give ``(T, L, S)``).
     observation_cov : Tensor, shape (*batch, L, L)
     """
     weight = observed.to(observation_matrix.dtype)

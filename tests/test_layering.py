@@ -1,0 +1,27 @@
+"""Imports flow one way (DESIGN.md): maths and networks stay free of the heavier layers."""
+
+import subprocess
+import sys
+
+import pytest
+
+HEAVY = ("lightning", "pandas", "xarray", "matplotlib")
+
+
+def _loaded_after_import(module: str) -> set[str]:
+    code = (
+        f"import sys, {module}\n"
+        f"print(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+@pytest.mark.parametrize("module", ["ldmfilter.gaussian", "ldmfilter.nn", "ldmfilter.simulate", "ldmfilter"])
+def test_lower_layers_do_not_import_heavy_packages(module):
+    loaded = _loaded_after_import(module)
+    assert not loaded & set(HEAVY), f"importing {module} pulled in {sorted(loaded & set(HEAVY))}"
+
+
+def test_training_layer_is_where_lightning_lives():
+    assert "lightning" in _loaded_after_import("ldmfilter.training.module")

@@ -8,7 +8,14 @@ Estimators are imported lazily so that ``import ldmfilter.gaussian`` stays free 
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "LDMFilter"]
+__all__ = ["__version__", "LDMFilter", "load"]
+
+
+def load(path):
+    """Read a model file written by ``LDMFilter.save`` (see :func:`ldmfilter.estimators.load_model`)."""
+    from .estimators import load_model
+
+    return load_model(path)
 
 
 def __getattr__(name):

@@ -7,6 +7,7 @@ import functools
 import logging
 import math
 import warnings
+from pathlib import Path
 from typing import Callable
 
 import lightning as L
@@ -29,6 +30,7 @@ from ..results import FilterResult, ForecastResult
 from ..training.data import SequenceDataModule
 from ..training.module import LDMTrainingModule, ProbeData
 from ..training.objectives import OBJECTIVES
+from .persistence import save_model
 
 __all__ = ["LDMFilter"]
 
@@ -214,6 +216,19 @@ class LDMFilter:
     def _check_kalman(self, what: str) -> None:
         if self.predictor != "kalman":
             raise ValueError(f"{what} needs predictor='kalman'; the RNN predictor keeps no state beliefs")
+
+    def _restore(self, obs_shape: tuple, state_dict: dict) -> None:
+        """Rebuild the fitted model from a saved state (see :mod:`.persistence`)."""
+        self._check_params()
+        self.obs_shape_ = tuple(int(n) for n in obs_shape)
+        placeholder = Standardizer(torch.zeros(self.obs_shape_), torch.ones(self.obs_shape_))
+        self.model_ = self._build_model(self.obs_shape_, placeholder).to(DTYPES[self.dtype])
+        self.model_.load_state_dict(state_dict, strict=True)
+        self.model_.eval()
+
+    def save(self, path) -> Path:
+        """Write the fitted model to one file (atomically); read it back with ``ldmfilter.load``."""
+        return save_model(self, path)
 
     # ------------------------------------------------------------------ public API
     @_with_threads

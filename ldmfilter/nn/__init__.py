@@ -4,6 +4,7 @@ from .dynamics import LinearDynamics, spectral_radius
 from .encoders import ConvEncoder, MLPEncoder, make_mlp
 from .latent_filter import LatentKalmanFilter, PredictiveOutput
 from .noise import InputDependentNoise, LearnedDiagonalNoise, ScaledIdentityNoise, make_noise
+from .readout import LinearReadout, fit_affine
 from .rnn_predictor import LatentRNNModel, RNNPredictor
 
 __all__ = [
@@ -18,6 +19,8 @@ __all__ = [
     "LearnedDiagonalNoise",
     "InputDependentNoise",
     "make_noise",
+    "LinearReadout",
+    "fit_affine",
     "LatentRNNModel",
     "RNNPredictor",
 ]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..nn.readout import fit_affine
+
 __all__ = ["fit_linear_probe", "predict_linear_probe", "r2_score", "linear_probe_r2"]
 
 
@@ -12,21 +14,11 @@ def _as_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 def fit_linear_probe(features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Least-squares affine map from features to targets.
+    """Least-squares affine map from features (*lead, F) to targets (*lead, D): (F + 1, D), float64.
 
-    Parameters
-    ----------
-    features : Tensor, shape (*lead, F)
-    targets : Tensor, shape (*lead, D)
-
-    Returns
-    -------
-    Tensor, shape (F + 1, D), float64
-        Weights; the last row is the intercept.
+    The last row holds the intercept (see :func:`ldmfilter.nn.readout.fit_affine`).
     """
-    x, y = _as_rows(features), _as_rows(targets)
-    design = torch.cat([x, torch.ones_like(x[:, :1])], 1)
-    return torch.linalg.lstsq(design, y, driver="gelsd").solution
+    return fit_affine(features, targets)
 
 
 def predict_linear_probe(weights: torch.Tensor, features: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,95 @@
+"""Model files: exact round trip, atomic writes, refusal of foreign, corrupt, tampered or newer files."""
+
+import numpy as np
+import pytest
+import torch
+
+import ldmfilter
+from ldmfilter.estimators.persistence import FORMAT, FORMAT_VERSION
+from ldmfilter.simulate import make_dotmotion
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    data = make_dotmotion("figure8", 12, T=20, seed=0)
+    model = ldmfilter.LDMFilter(max_epochs=1, verbose=False, trainer_kwargs={"max_steps": 3}).fit(data.frames)
+    return model, data.frames
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"noise": "input", "state_dim": 4, "latent_dim": 2}])
+def test_round_trip_reproduces_filter_exactly(tmp_path, kwargs):
+    data = make_dotmotion("figure8", 12, T=20, seed=1)
+    model = ldmfilter.LDMFilter(max_epochs=1, verbose=False, **kwargs).fit(data.frames)
+    path = model.save(tmp_path / "model.ldm")
+    loaded = ldmfilter.load(path)
+    for name in ("mean", "cov", "log_likelihood"):
+        np.testing.assert_array_equal(getattr(model.filter(data.frames), name), getattr(loaded.filter(data.frames), name))
+    np.testing.assert_array_equal(model.transform(data.frames), loaded.transform(data.frames))
+    assert loaded.obs_shape_ == model.obs_shape_ and loaded.noise == model.noise
+
+
+def test_save_is_atomic_and_leaves_no_temporary(tmp_path, fitted):
+    model, _ = fitted
+    model.save(tmp_path / "model.ldm")
+    model.save(tmp_path / "model.ldm")  # overwrite in place
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.ldm"]
+
+
+def test_unfitted_model_cannot_be_saved(tmp_path):
+    with pytest.raises(RuntimeError, match="not fitted"):
+        ldmfilter.LDMFilter().save(tmp_path / "x.ldm")
+
+
+def test_truncated_file_is_refused(tmp_path, fitted):
+    model, _ = fitted
+    path = model.save(tmp_path / "model.ldm")
+    path.write_bytes(path.read_bytes()[:400])
+    with pytest.raises(ValueError, match="not a readable ldmfilter model file"):
+        ldmfilter.load(path)
+
+
+def test_foreign_files_are_refused(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="not a readable"):
+        ldmfilter.load(text)
+    tensors = tmp_path / "weights.pt"
+    torch.save({"weight": torch.zeros(3)}, tensors)
+    with pytest.raises(ValueError, match="not an ldmfilter model file"):
+        ldmfilter.load(tensors)
+
+
+def test_pickled_code_is_never_run(tmp_path):
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("this must not run",))
+
+    path = tmp_path / "evil.ldm"
+    torch.save({"format": FORMAT, "version": FORMAT_VERSION, "payload": Exploit()}, path)
+    with pytest.raises(ValueError, match="not a readable"):
+        ldmfilter.load(path)
+
+
+def test_newer_file_version_gives_a_clear_error(tmp_path, fitted):
+    model, _ = fitted
+    path = model.save(tmp_path / "model.ldm")
+    payload = torch.load(path, weights_only=True)
+    payload["version"] = FORMAT_VERSION + 1
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match="newer ldmfilter"):
+        ldmfilter.load(path)
+
+
+def test_tampered_weights_are_refused(tmp_path, fitted):
+    model, _ = fitted
+    path = model.save(tmp_path / "model.ldm")
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"].pop(next(iter(payload["state_dict"])))
+    torch.save(payload, path)
+    with pytest.raises(ValueError, match="damaged"):
+        ldmfilter.load(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        ldmfilter.load(tmp_path / "nope.ldm")

@@ -34,16 +34,17 @@ Z90 = 1.6448536269514722  # standard normal quantile of 0.95
 class DemoSettings:
     """Sizes of the demo; ``quick`` ones finish in seconds (CI)."""
 
-    n_train: int = 400
+    n_train: int = 800
     n_test: int = 16
-    epochs: int = 12
+    epochs: int = 20
     observed_steps: int = 80
     pca_components: int = 10
+    baseline_sequences: int = 200
     baseline_iterations: int = 150
 
     @classmethod
     def quick(cls) -> "DemoSettings":
-        return cls(n_train=48, n_test=8, epochs=2, observed_steps=80, pca_components=6, baseline_iterations=20)
+        return cls(n_train=48, n_test=8, epochs=2, pca_components=6, baseline_sequences=48, baseline_iterations=20)
 
 
 def _gaussian_scores(mean, cov, truth) -> dict:
@@ -63,12 +64,13 @@ def _gaussian_scores(mean, cov, truth) -> dict:
 def _pca_kalman_baseline(train_frames, test_frames, settings: DemoSettings, observed: int, seed: int):
     """Classical Kalman filter on PCA features; parameters by gradient maximum likelihood.
 
-    Returns filtered state moments of the training and test sequences and the forecast of the
-    test sequences after ``observed`` steps.
+    Fitted on the first ``settings.baseline_sequences`` training sequences.  Returns the filtered
+    state moments of those and of the test sequences, the forecast of the test sequences after
+    ``observed`` steps, and the number of training sequences used.
     """
     generator = torch.Generator().manual_seed(seed)
     flat = lambda frames: torch.as_tensor(frames.reshape(frames.shape[:2] + (-1,)), dtype=torch.float64)  # noqa: E731
-    train, test = flat(train_frames), flat(test_frames)
+    train, test = flat(train_frames[: settings.baseline_sequences]), flat(test_frames)
     mean = train.reshape(-1, train.shape[-1]).mean(0)
     _, _, basis = torch.linalg.svd(train.reshape(-1, train.shape[-1]) - mean, full_matrices=False)
     project = lambda x: (x - mean) @ basis[: settings.pca_components].T  # noqa: E731
@@ -99,7 +101,7 @@ def _pca_kalman_baseline(train_frames, test_frames, settings: DemoSettings, obse
             test_out.filtered_mean[:, -1], test_out.filtered_cov[:, -1], A, torch.diag(log_q.exp()),
             test_frames.shape[1] - observed,
         )
-    return train_out, test_out, forecast
+    return train_out, test_out, forecast, settings.baseline_sequences
 
 
 def _figures(out_dir: Path, test, ldm_pos, ldm_fc, observed: int) -> list[str]:
@@ -196,8 +198,8 @@ def run_demo(out_dir="ldmfilter-demo", quick: bool = False, seed: int = 0, verbo
     }
 
     started = time.perf_counter()
-    kf_train, kf_test, kf_forecast = _pca_kalman_baseline(train.frames, test.frames, settings, observed, seed)
-    kf_readout = LinearReadout.fit(kf_train.filtered_mean, torch.as_tensor(train.positions), kf_train.filtered_cov)
+    kf_train, kf_test, kf_forecast, used = _pca_kalman_baseline(train.frames, test.frames, settings, observed, seed)
+    kf_readout = LinearReadout.fit(kf_train.filtered_mean, torch.as_tensor(train.positions[:used]), kf_train.filtered_cov)
     results["PCA + Kalman filter"] = {
         "filter": _gaussian_scores(*as_numpy(kf_readout(kf_test.filtered_mean, kf_test.filtered_cov)),
                                    test.positions[:, :observed]),

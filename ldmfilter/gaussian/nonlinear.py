@@ -22,7 +22,7 @@ from .kalman import FilterResult, at_step
 from .linalg import cholesky, cholesky_solve, symmetrize
 from .moments import MOMENT_RULES, propagate
 from .steps import innovation_log_likelihood, mask_observation_model, update_covariance, update_mean
-from .validation import broadcastable, check_initial_belief, check_matrix, check_observations, check_psd, check_tensor, split_missing
+from .validation import broadcastable, check_filter_inputs, check_matrix, check_tensor, split_missing
 
 __all__ = ["nonlinear_filter"]
 
@@ -93,16 +93,11 @@ def nonlinear_filter(
         raise TypeError(f"transition_fn must be callable, got {type(transition_fn).__name__}")
     if (observation_fn is None) == (observation_matrix is None):
         raise ValueError("give exactly one of observation_matrix (linear observations) and observation_fn")
-    obs = check_observations(observations)
-    dtype, device = obs.dtype, obs.device
-    batch_shape, steps, obs_dim = tuple(obs.shape[:-2]), obs.shape[-2], obs.shape[-1]
-    initial_mean, initial_cov = check_initial_belief(initial_mean, initial_cov, batch_shape, dtype, device)
-    state_dim = initial_mean.shape[-1]
-    args = (steps, batch_shape, dtype, device)
-    Q = check_matrix(transition_cov, "transition_cov", state_dim, state_dim, *args)
-    R = check_matrix(observation_cov, "observation_cov", obs_dim, obs_dim, *args)
-    check_psd(Q, "transition_cov")
-    check_psd(R, "observation_cov")
+    obs, initial_mean, initial_cov, Q, R, args = check_filter_inputs(
+        observations, transition_cov, observation_cov, initial_mean, initial_cov
+    )
+    steps, batch_shape, dtype, device = args
+    state_dim, obs_dim = initial_mean.shape[-1], obs.shape[-1]
     H = None if observation_matrix is None else check_matrix(observation_matrix, "observation_matrix", obs_dim, state_dim, *args)
     if transition_inputs is not None:
         transition_inputs = check_tensor(transition_inputs, "transition_inputs", dtype, device)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["LinearGaussianModel", "broadcastable", "check_tensor", "check_matrix", "check_psd", "check_observations", "check_mask", "split_missing", "check_initial_belief", "check_offset", "prepare_linear_model"]
+__all__ = ["LinearGaussianModel", "broadcastable", "check_tensor", "check_matrix", "check_psd", "check_observations", "check_mask", "split_missing", "check_initial_belief", "check_offset", "check_filter_inputs", "prepare_linear_model"]
 
 
 def check_tensor(value, name: str, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
@@ -171,6 +171,28 @@ def check_offset(offset, name: str, state_dim: int, steps: int, batch_shape: tup
     return offset
 
 
+def check_filter_inputs(observations, transition_cov, observation_cov, initial_mean, initial_cov):
+    """The checks every filter shares: observations, prior, ``Q`` and ``R``.
+
+    Returns
+    -------
+    observations, initial_mean, initial_cov, transition_cov, observation_cov : Tensor
+        Checked (not yet split into observed and missing).
+    args : tuple
+        ``(T, batch_shape, dtype, device)`` for :func:`check_matrix` and :func:`check_offset`.
+    """
+    obs = check_observations(observations)
+    batch_shape, steps, obs_dim = tuple(obs.shape[:-2]), obs.shape[-2], obs.shape[-1]
+    args = (steps, batch_shape, obs.dtype, obs.device)
+    initial_mean, initial_cov = check_initial_belief(initial_mean, initial_cov, batch_shape, obs.dtype, obs.device)
+    state_dim = initial_mean.shape[-1]
+    Q = check_matrix(transition_cov, "transition_cov", state_dim, state_dim, *args)
+    R = check_matrix(observation_cov, "observation_cov", obs_dim, obs_dim, *args)
+    check_psd(Q, "transition_cov")
+    check_psd(R, "observation_cov")
+    return obs, initial_mean, initial_cov, Q, R, args
+
+
 @dataclass(frozen=True)
 class LinearGaussianModel:
     """Checked inputs of a linear-Gaussian filter (see the module docstring for shapes)."""
@@ -225,18 +247,12 @@ def prepare_linear_model(
     ValueError
         Wrong shapes, non-symmetric or non-PSD covariances, inf in the observations.
     """
-    obs = check_observations(observations)
-    dtype, device = obs.dtype, obs.device
-    batch_shape, steps, obs_dim = tuple(obs.shape[:-2]), obs.shape[-2], obs.shape[-1]
-    initial_mean, initial_cov = check_initial_belief(initial_mean, initial_cov, batch_shape, dtype, device)
-    state_dim = initial_mean.shape[-1]
-    args = (steps, batch_shape, dtype, device)
+    obs, initial_mean, initial_cov, Q, R, args = check_filter_inputs(
+        observations, transition_cov, observation_cov, initial_mean, initial_cov
+    )
+    state_dim, obs_dim = initial_mean.shape[-1], obs.shape[-1]
     A = check_matrix(transition_matrix, "transition_matrix", state_dim, state_dim, *args)
-    Q = check_matrix(transition_cov, "transition_cov", state_dim, state_dim, *args)
     H = check_matrix(observation_matrix, "observation_matrix", obs_dim, state_dim, *args)
-    R = check_matrix(observation_cov, "observation_cov", obs_dim, obs_dim, *args)
-    check_psd(Q, "transition_cov")
-    check_psd(R, "observation_cov")
     offset = check_offset(transition_offset, "transition_offset", state_dim, *args)
     obs, observed = split_missing(obs, mask)
     return LinearGaussianModel(obs, observed, A, Q, H, R, initial_mean, initial_cov, offset)

@@ -39,8 +39,8 @@ class DemoSettings:
     epochs: int = 20
     observed_steps: int = 80
     pca_components: int = 10
-    baseline_sequences: int = 200
-    baseline_iterations: int = 150
+    baseline_sequences: int = 100
+    baseline_iterations: int = 80
 
     @classmethod
     def quick(cls) -> "DemoSettings":

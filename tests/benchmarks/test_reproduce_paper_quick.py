@@ -1,6 +1,7 @@
 """The paper's figure-8 and square numbers at the benchmark's --quick settings (slow)."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "reproduce_paper.p
 def _load_script():
     spec = importlib.util.spec_from_file_location("reproduce_paper", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
     spec.loader.exec_module(module)
     return module
 

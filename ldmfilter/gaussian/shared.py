@@ -67,8 +67,15 @@ def _covariance_recursion(model: LinearGaussianModel, pattern: torch.Tensor | No
     return torch.stack(pred_covs), torch.stack(covs), torch.stack(gains), torch.stack(chols)
 
 
-def linear_recurrence(first: torch.Tensor, transitions: torch.Tensor, inputs: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
-    """Solve ``x_0 = first``, ``x_t = x_{t-1} F_tᵀ + u_t`` for all ``t`` by chunks.
+def _chunk_length(steps: int) -> int:
+    """A chunk length near √(T/2), preferring a divisor of ``T`` (no padding)."""
+    target = max(1.0, math.sqrt(steps / 2))
+    divisors = [d for d in range(max(1, int(target / 2)), int(2 * target) + 1) if steps % d == 0]
+    return min(divisors, key=lambda d: abs(d - target)) if divisors else max(1, round(target))
+
+
+def linear_recurrence(transitions: torch.Tensor, inputs: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+    """Solve ``x_t = x_{t-1} F_tᵀ + u_t`` for ``t = 0 … T−1`` from ``x_{-1} = 0``, by chunks.
 
     The steps are cut into chunks of length ``k``.  Inside every chunk, the maps from the chunk's
     start, ``x_{s+j} = x_s Φ_jᵀ + v_j``, are built for all chunks at once (``k`` batched
@@ -79,31 +86,28 @@ def linear_recurrence(first: torch.Tensor, transitions: torch.Tensor, inputs: to
 
     Parameters
     ----------
-    first : Tensor, shape (N, S)
     transitions : Tensor, shape (T, S, S)
-        ``F_t`` (entry 0 unused).
+        ``F_t`` (entry 0 is not used: ``x_{-1} = 0``).
     inputs : Tensor, shape (T, N, S)
-        ``u_t`` (entry 0 unused).
+        ``u_t``; ``x_0 = u_0``.
     chunk : int, optional
-        Chunk length ``k`` (default ``round(√(T/2))``).
+        Chunk length ``k`` (default: near ``√(T/2)``, a divisor of ``T`` when one is close).
 
     Returns
     -------
     Tensor, shape (T, N, S)
     """
-    steps = inputs.shape[0] - 1
-    if steps == 0:
-        return first.unsqueeze(0)
-    k = max(1, round(math.sqrt(steps / 2))) if chunk is None else int(chunk)
+    steps, batch, state_dim = inputs.shape
+    k = _chunk_length(steps) if chunk is None else int(chunk)
     chunks = -(-steps // k)
     pad = chunks * k - steps
-    maps, drive = transitions[1:], inputs[1:]
+    maps, drive = transitions, inputs
     if pad:  # identity maps and zero inputs after the last step
-        eye = torch.eye(maps.shape[-1], dtype=maps.dtype, device=maps.device)
+        eye = torch.eye(state_dim, dtype=maps.dtype, device=maps.device)
         maps = torch.cat([maps, eye.expand(pad, *eye.shape)])
-        drive = torch.cat([drive, drive.new_zeros((pad,) + drive.shape[1:])])
-    maps = maps.reshape((chunks, k) + maps.shape[1:])  # (C, k, S, S)
-    drive = drive.reshape((chunks, k) + drive.shape[1:])  # (C, k, N, S)
+        drive = torch.cat([drive, drive.new_zeros((pad, batch, state_dim))])
+    maps = maps.reshape(chunks, k, state_dim, state_dim)
+    drive = drive.reshape(chunks, k, batch, state_dim)
 
     phi, offset = [maps[:, 0]], [drive[:, 0]]  # x_{s+j} = x_s Φ_jᵀ + v_j within each chunk
     for j in range(1, k):
@@ -111,13 +115,31 @@ def linear_recurrence(first: torch.Tensor, transitions: torch.Tensor, inputs: to
         offset.append(torch.baddbmm(drive[:, j], offset[-1], maps[:, j].mT))  # v_j = v_{j-1} F_jᵀ + u_j
     phi, offset = torch.stack(phi, 1), torch.stack(offset, 1)
 
-    start, starts = first, [first]
+    start = inputs.new_zeros(batch, state_dim)  # x_{-1}
+    starts = [start]
     for c in range(chunks - 1):
         start = torch.addmm(offset[c, -1], start, phi[c, -1].mT)
         starts.append(start)
-    starts = torch.stack(starts)  # (C, N, S)
-    states = starts.unsqueeze(1) @ phi.mT + offset  # (C, k, N, S)
-    return torch.cat([first.unsqueeze(0), states.reshape((chunks * k,) + first.shape)[:steps]])
+    starts = torch.stack(starts).unsqueeze(1).expand(chunks, k, batch, state_dim)
+    flat = (chunks * k, batch, state_dim)
+    states = torch.baddbmm(offset.reshape(flat), starts.reshape(flat), phi.reshape(chunks * k, state_dim, state_dim).mT)
+    return states[:steps] if pad else states
+
+
+def _shift_predict(filtered: torch.Tensor, prior: torch.Tensor, A: torch.Tensor, c) -> torch.Tensor:
+    """Predicted means ``m⁻_0 = μ_0``, ``m⁻_t = A_t m_{t-1} + c_t``: (T, N, S) from (T, N, S)."""
+    A_next = A[1:] if A.ndim > 2 else A
+    offset = None if c is None else (c[1:] if c.ndim > 1 else c)
+    if torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in (filtered, prior, A, c)):
+        rest = filtered[:-1] @ A_next.mT
+        rest = rest if offset is None else rest + offset
+        return torch.cat([prior.unsqueeze(0), rest])
+    out = torch.empty_like(filtered)  # no autograd: write in place, no concatenation pass
+    out[0] = prior
+    torch.matmul(filtered[:-1], A_next.mT, out=out[1:])
+    if offset is not None:
+        out[1:] += offset
+    return out
 
 
 def shared_covariance_filter(model: LinearGaussianModel) -> FilterResult:
@@ -136,20 +158,18 @@ def shared_covariance_filter(model: LinearGaussianModel) -> FilterResult:
     z = model.observations.reshape(-1, steps, obs_dim).transpose(0, 1)  # (T, N, L)
     eye = torch.eye(state_dim, dtype=covs.dtype, device=covs.device)
     residual = eye - gains @ H  # (T, S, S): I − K_t H_t
-    gained = z @ gains.mT  # (T, N, S): K_t z_t
     prior_mean = model.initial_mean.expand(batch_shape + (state_dim,)).reshape(-1, state_dim)  # (N, S)
-    first = prior_mean @ residual[0].mT + gained[0]  # step 0 updates the prior: no predict
-    inputs = gained
+    c_all = None
     if c is not None:
         c_all = c if c.ndim == 1 else c.expand(batch_shape + c.shape[-2:]).reshape(-1, steps, state_dim).transpose(0, 1)
-        inputs = inputs + c_all @ residual.mT if c.ndim > 1 else inputs + (residual @ c).unsqueeze(1)
-    filtered = linear_recurrence(first, residual @ A, inputs)  # m_t = F_t m_{t-1} + u_t
-
-    A_next = A[1:] if A.ndim > 2 else A
-    predicted_rest = filtered[:-1] @ A_next.mT  # m⁻_t = A_t m_{t-1} + c_t
-    if c is not None:
-        predicted_rest = predicted_rest + (c_all[1:] if c.ndim > 1 else c)
-    predicted = torch.cat([prior_mean.unsqueeze(0), predicted_rest], 0)  # (T, N, S)
+    # m_t = F_t m_{t-1} + u_t with F_t = (I − K_t H_t) A_t and u_t = K_t z_t + (I − K_t H_t) c_t;
+    # step 0 updates the prior (no predict): F_0 is unused and c_0 is replaced by μ_0.
+    inputs = z @ gains.mT  # (T, N, S): K_t z_t, a fresh tensor updated in place below
+    inputs[0] += prior_mean @ residual[0].mT
+    if c_all is not None:
+        inputs[1:] += c_all[1:] @ residual[1:].mT if c.ndim > 1 else (residual[1:] @ c).unsqueeze(1)
+    filtered = linear_recurrence(residual @ A, inputs)
+    predicted = _shift_predict(filtered, prior_mean, A, c_all)  # (T, N, S)
     innovations = z - predicted @ H.mT  # e_t = z_t − H_t m⁻_t, (T, N, L)
     num_observed = obs_dim if pattern is None else pattern.sum(-1)
     log_likelihood = innovation_log_likelihood(innovations.transpose(0, 1), chols, num_observed)  # (N, T)

@@ -11,7 +11,7 @@ from torch import nn
 from ..gaussian import FilterResult, kalman_filter, predictive_log_likelihood
 from .dynamics import LinearDynamics
 
-__all__ = ["PredictiveOutput", "LatentKalmanFilter", "frame_mask", "fill_missing_frames"]
+__all__ = ["PredictiveOutput", "LatentKalmanFilter", "fill_missing_frames"]
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,6 @@ class PredictiveOutput:
     def features(self) -> torch.Tensor:
         """Per-step features for probes: filtered state means (B, T, S), else the latents."""
         return self.latents if self.filtered is None else self.filtered.filtered_mean
-
-
-def frame_mask(x: torch.Tensor, obs_ndim: int) -> torch.Tensor | None:
-    """True where a whole observation is present: shape (*lead,), None when nothing is missing."""
-    missing = torch.isnan(x).flatten(x.ndim - obs_ndim).all(-1)
-    return None if not bool(missing.any()) else ~missing
 
 
 def fill_missing_frames(x: torch.Tensor, mask: torch.Tensor | None, obs_ndim: int) -> torch.Tensor:

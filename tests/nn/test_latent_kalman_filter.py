@@ -17,7 +17,7 @@ from ldmfilter.nn import (
     RNNPredictor,
     make_noise,
 )
-from ldmfilter.nn.latent_filter import fill_missing_frames, frame_mask
+from ldmfilter.nn.latent_filter import fill_missing_frames
 
 DT = torch.float64
 OBS = (3, 4)  # frames of shape (H, W): flattened by the MLP encoder
@@ -169,12 +169,11 @@ def test_missing_frames(noise):
         assert p.grad is None or torch.isfinite(p.grad).all()
 
 
-def test_frame_mask_and_fill_helpers():
+def test_fill_missing_frames():
     x = frames(B=2, T=3)
-    assert frame_mask(x, 2) is None
+    assert fill_missing_frames(x, None, 2) is x
     x[1, 2] = math.nan
-    mask = frame_mask(x, 2)
-    assert mask.tolist() == [[True, True, True], [True, True, False]]
+    mask = torch.tensor([[True, True, True], [True, True, False]])
     filled = fill_missing_frames(x, mask, 2)
     assert torch.equal(filled[1, 2], torch.zeros(OBS, dtype=DT)) and torch.equal(filled[0], x[0])
 

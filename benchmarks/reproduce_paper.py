@@ -62,9 +62,9 @@ EXPERIMENTS = {
     ),
     "wobbly": Experiment(
         "wobbly", "wobbly", 0.94,
-        {"predictor": "rnn", "objective": "knn", "latent_dim": 2, "hidden": (200,) * 10},
+        {"predictor": "rnn", "objective": "knn", "latent_dim": 2, "hidden": (200,) * 10, "num_threads": None},
         n_train=10_000, n_test=100, quick={"n_train": 800},
-        note="RNN predictor, kNN entropy, 10x200 encoder, probe from z",
+        note="RNN predictor, kNN entropy, 10x200 encoder (all torch threads: large matmuls), probe from z",
     ),
 }
 QUICK_EPOCHS = 3
@@ -82,12 +82,15 @@ def features(model: LDMFilter, frames: np.ndarray) -> np.ndarray:
     return model.transform(frames) if model.predictor == "rnn" else model.filter(frames).mean
 
 
-def run_seed(exp: Experiment, seed: int, quick: bool) -> dict:
-    n_train = exp.quick.get("n_train", exp.n_train) if quick else exp.n_train
+def run_seed(exp: Experiment, seed: int, quick: bool, n_train: int | None = None, epochs: int | None = None) -> dict:
+    if n_train is None:
+        n_train = exp.quick.get("n_train", exp.n_train) if quick else exp.n_train
+    if epochs is None:
+        epochs = QUICK_EPOCHS if quick else 20
     train = make_dotmotion(exp.data, n_train, seed=seed, **exp.data_kwargs)
     test = make_dotmotion(exp.data, exp.n_test, seed=10_000 + seed, **exp.data_kwargs)
     probe_n = min(n_train, 800)
-    model = LDMFilter(random_state=seed, verbose=False, max_epochs=QUICK_EPOCHS if quick else 20, **exp.model)
+    model = LDMFilter(random_state=seed, verbose=False, max_epochs=epochs, **exp.model)
     model.fit(
         train.frames,
         epoch_data=lambda epoch: resample_noise(train, np.random.default_rng([seed, epoch])),
@@ -124,12 +127,15 @@ def main() -> None:
     parser.add_argument("--experiment", default="figure8", choices=sorted(EXPERIMENTS) + ["all"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_EPOCHS} epochs, smaller data where large")
+    parser.add_argument("--n-train", type=int, help="override the number of training sequences")
+    parser.add_argument("--epochs", type=int, help="override the number of epochs")
     parser.add_argument("--no-write", action="store_true", help="print only; leave results/paper.md alone")
     args = parser.parse_args()
     names = sorted(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
 
     lines = [
-        f"## Run of {datetime.datetime.now():%Y-%m-%d %H:%M} ({'quick' if args.quick else 'full'} settings)",
+        f"## Run of {datetime.datetime.now():%Y-%m-%d %H:%M} ({'quick' if args.quick else 'full'} settings"
+        + (f"; n_train={args.n_train}" if args.n_train else "") + (f"; epochs={args.epochs}" if args.epochs else "") + ")",
         "",
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"LDMFilter(num_threads=1); seeds {args.seeds}. R²: linear probe fit on training sequences, "
@@ -144,7 +150,7 @@ def main() -> None:
         rows = []
         for seed in args.seeds:
             started = time.perf_counter()
-            row = run_seed(exp, seed, args.quick)
+            row = run_seed(exp, seed, args.quick, args.n_train, args.epochs)
             rows.append(row)
             print(f"{name} seed {seed}: R2 {row['r2']:.4f} raw {row['raw_r2']:.4f} "
                   f"{row['steps_per_s']:.1f} steps/s {time.perf_counter() - started:.0f} s wall "

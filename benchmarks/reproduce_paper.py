@@ -134,11 +134,11 @@ def main() -> None:
     names = sorted(EXPERIMENTS) if args.experiment == "all" else [args.experiment]
 
     lines = [
-        f"## Run of {datetime.datetime.now():%Y-%m-%d %H:%M} ({'quick' if args.quick else 'full'} settings"
+        f"### Run of {datetime.datetime.now():%Y-%m-%d %H:%M} ({'quick' if args.quick else 'full'} settings"
         + (f"; n_train={args.n_train}" if args.n_train else "") + (f"; epochs={args.epochs}" if args.epochs else "") + ")",
         "",
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"LDMFilter(num_threads=1); seeds {args.seeds}. R²: linear probe fit on training sequences, "
+        f"LDMFilter(num_threads=1 unless the setting says otherwise); seeds {args.seeds}. R²: linear probe fit on training sequences, "
         "scored on held-out ones (mean ± sd over seeds). Seconds exclude the per-epoch probes.",
         "",
         "| experiment | paper R² | ours R² | raw-frame regression R² | steps/s | train s | s to R² ≥ 0.99 | extra | setting |",
@@ -165,7 +165,7 @@ def main() -> None:
         )
         last = float(np.mean([r["r2"] for r in rows]))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    lines += ["", f"Peak resident memory of the run: {peak:.0f} MiB.", ""]
+    lines += ["", f"Peak resident memory of the benchmark process: {peak:.0f} MiB.", ""]
     text = "\n".join(lines)
     print(text)
     if not args.no_write:

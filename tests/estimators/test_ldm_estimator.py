@@ -432,3 +432,13 @@ def test_probe_with_missing_frames_and_input_noise(data):
     X[0, 3] = np.nan
     model = tiny(noise="input").fit(X, probe=(X, train.positions[:16], test.flat_frames(), test.positions))
     assert np.isfinite(model.probe_history_[0][3])
+
+
+def test_cpu_settings_are_restored_after_fit_and_filter(data):
+    """fit/filter run on num_threads threads with denormals flushed, then restore torch's state."""
+    train, _ = data
+    previous = torch.get_num_threads()
+    model = tiny(max_epochs=1, num_threads=1).fit(train.flat_frames()[:8])
+    model.filter(train.flat_frames()[:2])
+    assert torch.get_num_threads() == previous
+    assert (torch.tensor([1e-39], dtype=torch.float32) * 1.0).item() != 0.0  # denormals are back

@@ -1,5 +1,7 @@
 """Test-suite settings shared by every test directory."""
 
+import logging
+
 import pytest
 import torch
 
@@ -15,3 +17,15 @@ def _single_intra_op_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _quiet_lightning():
+    """Keep Lightning's start-up messages out of the test output."""
+    loggers = [logging.getLogger(name) for name in ("lightning", "lightning.pytorch", "lightning.fabric")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    yield
+    for log, level in zip(loggers, levels):
+        log.setLevel(level)

@@ -3,7 +3,6 @@ no-Trainer inference, reproducibility, missing frames, result objects and input 
 
 from __future__ import annotations
 
-import logging
 from statistics import NormalDist
 
 import numpy as np
@@ -17,31 +16,6 @@ from ldmfilter.simulate import make_dotmotion
 from ldmfilter.training import linear_probe_r2
 
 N, T, S, L = 48, 30, 10, 5
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:.*does not have many workers.*"),
-    pytest.mark.filterwarnings("ignore:.*LeafSpec.*"),
-]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _quiet_lightning():
-    loggers = [logging.getLogger(name) for name in ("lightning", "lightning.pytorch", "lightning.fabric")]
-    levels = [log.level for log in loggers]
-    for log in loggers:
-        log.setLevel(logging.ERROR)
-    yield
-    for log, level in zip(loggers, levels):
-        log.setLevel(level)
 
 
 @pytest.fixture(scope="module")

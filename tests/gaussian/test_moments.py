@@ -33,15 +33,6 @@ RULE_CASES = [("linearize", {}), ("cubature", {})] + [
 RULE_IDS = [m if not o else f"unscented-a{o['alpha']}-b{o['beta']}-k{o['kappa']}" for m, o in RULE_CASES]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: intra-op threads only add contention on a small CPU box (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

@@ -27,15 +27,6 @@ TOL = dict(rtol=1e-10, atol=1e-10)
 FIELDS = ["filtered_mean", "filtered_cov", "predicted_mean", "predicted_cov", "log_likelihood"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: intra-op threads only add contention on a small CPU box (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

@@ -23,14 +23,6 @@ DT = torch.float64
 OBS = (3, 4)  # frames of shape (H, W): flattened by the MLP encoder
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def make_model(noise: str = "fixed", state_dim: int = 4, latent_dim: int = 2, seed: int = 0) -> LatentKalmanFilter:
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)

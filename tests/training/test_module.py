@@ -3,7 +3,6 @@ per-group learning rates and the spectral-radius bound after every optimiser ste
 
 from __future__ import annotations
 
-import logging
 from types import SimpleNamespace
 
 import lightning as L
@@ -16,31 +15,6 @@ from ldmfilter.nn import LatentKalmanFilter, LinearDynamics, MLPEncoder, make_no
 from ldmfilter.simulate import make_dotmotion
 from ldmfilter.training.data import SequenceDataModule, SequenceWindows
 from ldmfilter.training.module import DEFAULT_LR_MULTIPLIERS, LDMTrainingModule, ProbeData
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-pytestmark = [
-    pytest.mark.filterwarnings("ignore:.*does not have many workers.*"),
-    pytest.mark.filterwarnings("ignore:.*LeafSpec.*"),
-]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _quiet_lightning():
-    loggers = [logging.getLogger(name) for name in ("lightning", "lightning.pytorch", "lightning.fabric")]
-    levels = [log.level for log in loggers]
-    for log in loggers:
-        log.setLevel(logging.ERROR)
-    yield
-    for log, level in zip(loggers, levels):
-        log.setLevel(level)
 
 
 def trainer(**kwargs):

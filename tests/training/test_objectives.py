@@ -28,14 +28,6 @@ from ldmfilter.training import (
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def make_model(noise="fixed", seed=0, state_dim=4, latent_dim=2, obs_dim=6):
     torch.manual_seed(seed)
     dyn = LinearDynamics(state_dim, latent_dim, torch.Generator().manual_seed(seed))

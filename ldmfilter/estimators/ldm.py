@@ -14,8 +14,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from ..gaussian import kalman_forecast, kalman_smoother
-from ..io import as_sequences
+from ..io import InputSchema, as_sequences, to_sequences
 from ..nn import (
     ConvEncoder,
     LatentKalmanFilter,
@@ -26,10 +25,10 @@ from ..nn import (
     make_noise,
 )
 from ..nn.normalization import Standardizer
-from ..results import FilterResult, ForecastResult
 from ..training.data import SequenceDataModule
 from ..training.module import LDMTrainingModule, ProbeData
 from ..training.objectives import OBJECTIVES
+from .base import StateSpaceEstimator
 from .persistence import save_model
 
 __all__ = ["LDMFilter"]
@@ -61,7 +60,7 @@ def _cpu_settings(method):
     return wrapper
 
 
-class LDMFilter:
+class LDMFilter(StateSpaceEstimator):
     """Nonlinear Bayesian filter for high-dimensional series, trained without a decoder.
 
     An encoder maps each observation to a latent ``z_t``; a linear-Gaussian state-space model
@@ -211,30 +210,37 @@ class LDMFilter:
     def _to_tensor(self, values: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.asarray(values), dtype=DTYPES[self.dtype])
 
-    def _prepare(self, X, name: str = "X"):
-        """Validated tensor (n, T, *obs_shape) and frame mask (n, T) or None (the model normalises)."""
-        self._check_fitted()
-        values, observed = as_sequences(X, name, self.obs_shape_)
-        x = self._to_tensor(values)
+    def _tensors(self, values: np.ndarray, observed: np.ndarray):
+        """Model-dtype tensor (n, T, *obs_shape) and frame mask (n, T), or None when all frames are present."""
         mask = None if observed.all() else torch.as_tensor(observed)
-        return x, mask
+        return self._to_tensor(values), mask
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "model_"):
-            raise RuntimeError("this LDMFilter is not fitted yet: call fit(X) first")
+    def _prepare(self, X, name: str = "X"):
+        """Validated input on its grid, as tensors: (sequences, x, mask)."""
+        sequences = self._sequences(X, name)
+        return (sequences, *self._tensors(sequences.values, sequences.observed))
+
+    @property
+    def obs_shape_(self) -> tuple:
+        """Shape of one observation as the model sees it (video: ``(C, H, W)`` or ``(H, W)``)."""
+        self._check_fitted()
+        return self.schema_.obs_shape
 
     def _check_kalman(self, what: str) -> None:
         if self.predictor != "kalman":
             raise ValueError(f"{what} needs predictor='kalman'; the RNN predictor keeps no state beliefs")
 
-    def _restore(self, obs_shape: tuple, state_dict: dict) -> None:
+    def _restore(self, schema: InputSchema, state_dict: dict, readouts: dict, target_names) -> None:
         """Rebuild the fitted model from a saved state (see :mod:`.persistence`)."""
         self._check_params()
-        self.obs_shape_ = tuple(int(n) for n in obs_shape)
-        placeholder = Standardizer(torch.zeros(self.obs_shape_), torch.ones(self.obs_shape_))
-        self.model_ = self._build_model(self.obs_shape_, placeholder).to(DTYPES[self.dtype])
+        self.schema_ = schema
+        placeholder = Standardizer(torch.zeros(schema.obs_shape), torch.ones(schema.obs_shape))
+        self.model_ = self._build_model(schema.obs_shape, placeholder).to(DTYPES[self.dtype])
         self.model_.load_state_dict(state_dict, strict=True)
         self.model_.eval()
+        self.readouts_ = readouts
+        if target_names is not None:
+            self.target_names_ = tuple(target_names)
 
     def save(self, path) -> Path:
         """Write the fitted model to one file (atomically); read it back with ``ldmfilter.load``."""
@@ -245,39 +251,49 @@ class LDMFilter:
     def fit(
         self,
         X,
+        targets=None,
         epoch_data: Callable[[int], np.ndarray] | None = None,
         probe: tuple | None = None,
+        readout: str = "linear",
     ) -> "LDMFilter":
-        """Train the encoder and the predictor on sequences.
+        """Train the encoder and the predictor on sequences, then fit the read-outs.
 
         Parameters
         ----------
-        X : array-like, shape (n_series, T, *obs_shape)
-            Training sequences; an all-NaN frame is missing.
+        X : array-like, DataFrame(s) or DataArray
+            numpy ``(T, D)``, ``(n_series, T, *obs_shape)`` or a list of series; a DataFrame
+            (rows = time, columns = channels), a list of them or a long table indexed by
+            (series, time); an xarray DataArray with a ``time`` dim.  NaN marks missing values;
+            an irregular time index puts the series on its regular grid with missing steps.
+        targets : like ``X``, optional
+            Quantities to read out of the state (e.g. positions): a read-out is fitted on the
+            detached filtered states, and ``filter``/``smooth``/``forecast`` return their beliefs.
         epoch_data : callable, optional
-            ``epoch ↦ array`` like ``X``, the training data of each epoch ≥ 1 (e.g. the same
-            clean frames with fresh noise, as in the paper).  ``X`` is epoch 0 and sets the
-            normalisation.
+            ``epoch ↦ array`` shaped like ``X`` on its grid, the training data of each epoch ≥ 1
+            (e.g. the same clean frames with fresh noise, as in the paper).  ``X`` is epoch 0 and
+            sets the normalisation.
         probe : tuple, optional
-            ``(X_train, y_train, X_test, y_test)``: a linear probe from filtered states to
+            ``(X_train, y_train, X_test, y_test)`` arrays: a linear probe from filtered states to
             targets ``y`` (n, T, D) is scored after every epoch (no gradients); the history is
             kept in ``probe_history_`` as ``(epoch, step, seconds, R²)``.
+        readout : {"linear", "mlp"}
+            Kind of the read-outs to observations and targets.
 
         Returns
         -------
         self
         """
         self._check_params()
-        values, observed = as_sequences(X, "X")
+        sequences, schema = to_sequences(X, "X", None, min_steps=2)
         L.seed_everything(self.random_state, workers=True, verbose=False)
-        self.obs_shape_ = tuple(values.shape[2:])
-        x = self._to_tensor(values)
-        mask = torch.as_tensor(observed)
-        normalizer = Standardizer.fit(x, len(self.obs_shape_), self.normalize, mask)
-        self.model_ = self._build_model(self.obs_shape_, normalizer).to(DTYPES[self.dtype])
+        self.schema_ = schema
+        self.readouts_ = {}
+        x, mask = self._to_tensor(sequences.values), torch.as_tensor(sequences.observed)
+        normalizer = Standardizer.fit(x, len(schema.obs_shape), self.normalize, mask)
+        self.model_ = self._build_model(schema.obs_shape, normalizer).to(DTYPES[self.dtype])
 
         def checked(array) -> tuple:
-            vals, obs = as_sequences(array, "epoch_data(epoch)", self.obs_shape_)
+            vals, obs, _ = as_sequences(array, "epoch_data(epoch)", schema.obs_shape)
             return self._to_tensor(vals), torch.as_tensor(obs)
 
         data = SequenceDataModule(
@@ -288,16 +304,6 @@ class LDMFilter:
             epoch_data=None if epoch_data is None else (lambda epoch: checked(epoch_data(epoch))),
             seed=self.random_state,
         )
-        probe_data = None
-        if probe is not None:
-            train_x, train_y, test_x, test_y = probe
-            (train_x, train_mask), (test_x, test_mask) = (
-                self._prepare(train_x, "probe X_train"),
-                self._prepare(test_x, "probe X_test"),
-            )
-            probe_data = ProbeData(
-                train_x, torch.tensor(np.asarray(train_y)), test_x, torch.tensor(np.asarray(test_y)), train_mask, test_mask
-            )
         self.module_ = LDMTrainingModule(
             self.model_,
             objective=self.objective,
@@ -306,7 +312,7 @@ class LDMFilter:
             lr_multipliers=self.lr_multipliers,
             schedule=self.schedule,
             entropy_weight=self.entropy_weight,
-            probe=probe_data,
+            probe=self._probe_data(probe),
             seed=self.random_state,
         )
         with self._quiet():
@@ -315,93 +321,62 @@ class LDMFilter:
         self.model_.zero_grad(set_to_none=True)
         self.loss_history_ = list(self.module_.loss_history)
         self.training_seconds_ = self.module_.training_seconds
-        self.probe_history_ = [] if probe_data is None else list(probe_data.history)
+        self.probe_history_ = [] if probe is None else list(self.module_.probe.history)
+        if self.predictor == "kalman":
+            grid = self._filter_grid(sequences.values, sequences.observed)
+            self._fit_readout("observations", grid, sequences.values, readout, {})
+            if targets is not None:
+                values, self.target_names_ = self._targets(targets, sequences)
+                self._fit_readout("targets", grid, values, readout, {})
         return self
+
+    def _probe_data(self, probe) -> ProbeData | None:
+        if probe is None:
+            return None
+        train_x, train_y, test_x, test_y = probe
+        (_, x_train, mask_train), (_, x_test, mask_test) = self._prepare(train_x, "probe X_train"), self._prepare(test_x, "probe X_test")
+        return ProbeData(x_train, torch.tensor(np.asarray(train_y)), x_test, torch.tensor(np.asarray(test_y)), mask_train, mask_test)
+
+    # ------------------------------------------------------------------ state-space hooks
+    @_cpu_settings
+    @torch.no_grad()
+    def _filter_grid(self, values: np.ndarray, observed: np.ndarray):
+        self._check_kalman("filter")
+        x, mask = self._tensors(values, observed)
+        return self.model_(x, mask).filtered
+
+    def _transition(self):
+        dyn = self.model_.dynamics
+        with torch.no_grad():
+            return dyn.transition_matrix(), dyn.transition_cov(), dyn.transition_offset()
 
     @_cpu_settings
     @torch.no_grad()
     def transform(self, X) -> np.ndarray:
-        """Encodings ``z_t``: array (n_series, T, latent_dim); NaN at missing frames."""
-        x, mask = self._prepare(X)
-        z = self.model_.encode(x)
+        """Encodings ``z_t`` at every row of ``X``: (…, T, latent_dim); NaN at missing rows."""
+        sequences, x, mask = self._prepare(X)
+        z = self.model_.encode_observed(x, mask)
         if mask is not None:
             z = torch.where(mask.unsqueeze(-1), z, torch.full_like(z, math.nan))
-        return z.numpy()
-
-    @_cpu_settings
-    @torch.no_grad()
-    def _filter_tensors(self, X):
-        self._check_kalman("filter")
-        x, mask = self._prepare(X)
-        return self.model_(x, mask).filtered
-
-    def filter(self, X) -> FilterResult:
-        """Filtered state beliefs ``p(h_t | x_{0:t})``.
-
-        Parameters
-        ----------
-        X : array-like, shape (n_series, T, *obs_shape)
-
-        Returns
-        -------
-        FilterResult
-            ``mean`` (n_series, T, S), ``cov`` (n_series, T, S, S), ``log_likelihood``
-            (n_series, T).
-        """
-        out = self._filter_tensors(X)
-        return FilterResult(
-            out.filtered_mean.numpy(),
-            np.ascontiguousarray(out.filtered_cov.numpy()),
-            out.log_likelihood.numpy(),
-        )
-
-    def smooth(self, X) -> FilterResult:
-        """Smoothed state beliefs ``p(h_t | x_{0:T-1})`` (RTS): mean (n, T, S), cov (n, T, S, S)."""
-        out = self._filter_tensors(X)
-        dyn = self.model_.dynamics
-        with torch.no_grad():
-            sm = kalman_smoother(out, dyn.transition_matrix(), dyn.transition_cov())
-        return FilterResult(sm.smoothed_mean.numpy(), np.ascontiguousarray(sm.smoothed_cov.numpy()))
-
-    def forecast(self, X, horizon: int) -> ForecastResult:
-        """State beliefs over the ``horizon`` steps after the end of each series.
-
-        Returns
-        -------
-        ForecastResult
-            ``mean`` (n_series, horizon, S), ``cov`` (n_series, horizon, S, S).
-        """
-        out = self._filter_tensors(X)
-        dyn = self.model_.dynamics
-        with torch.no_grad():
-            fc = kalman_forecast(
-                out.filtered_mean[:, -1],
-                out.filtered_cov[:, -1],
-                dyn.transition_matrix(),
-                dyn.transition_cov(),
-                horizon,
-                dyn.transition_offset(),
-            )
-        return ForecastResult(fc.mean.numpy(), np.ascontiguousarray(fc.cov.numpy()))
+        return sequences.gather(z.numpy())
 
     @_cpu_settings
     @torch.no_grad()
     def noise_variance(self, X) -> np.ndarray:
-        """Pseudo-observation noise variances ``diag(R_t)``: array (n_series, T, latent_dim).
+        """Pseudo-observation noise variances ``diag(R_t)`` at every row of ``X``: (…, T, latent_dim).
 
         Constant over time unless ``noise="input"``, where ``R_t`` tracks how informative each
         frame is.
         """
         self._check_kalman("noise_variance")
-        x, mask = self._prepare(X)
+        sequences, x, mask = self._prepare(X)
         R = self.model_(x, mask).observation_cov.diagonal(dim1=-2, dim2=-1)
-        return R.expand(x.shape[:2] + R.shape[-1:]).numpy().copy()
+        return sequences.gather(R.expand(x.shape[:2] + R.shape[-1:]).numpy())
 
     @_cpu_settings
     @torch.no_grad()
     def score(self, X) -> float:
         """Mean one-step predictive log-likelihood of the latents per observed frame."""
-        x, mask = self._prepare(X)
+        sequences, x, mask = self._prepare(X)
         out = self.model_(x, mask)
-        count = x.shape[0] * x.shape[1] if mask is None else int(mask.sum())
-        return float(out.log_likelihood.sum()) / count
+        return float(out.log_likelihood.sum()) / int(sequences.observed.sum())

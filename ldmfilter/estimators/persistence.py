@@ -1,4 +1,5 @@
-"""Model files: one file with hyper-parameters, weights and input normalisation.
+"""Model files: one file with hyper-parameters, weights, input normalisation, read-outs and the
+input schema (observation shape, channel names, observation dims, frequency).
 
 Written atomically (a temporary file in the same folder, then a rename) and read with
 ``torch.load(weights_only=True)``, so a file from a stranger cannot run code.  The file holds a
@@ -18,7 +19,7 @@ import torch
 __all__ = ["FORMAT", "FORMAT_VERSION", "save_model", "load_model"]
 
 FORMAT = "ldmfilter-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: no read-outs or schema beyond the observation shape
 
 
 def _hyper_parameters(estimator) -> str:
@@ -41,8 +42,14 @@ def save_model(estimator, path) -> Path:
         "version": FORMAT_VERSION,
         "estimator": type(estimator).__name__,
         "params": _hyper_parameters(estimator),
-        "obs_shape": list(estimator.obs_shape_),
+        "obs_shape": list(estimator.schema_.obs_shape),
+        "schema": json.dumps(estimator.schema_.to_dict()),
         "state_dict": estimator.model_.state_dict(),
+        "readouts": {
+            space: {"spec": json.dumps(readout.spec()), "state_dict": readout.state_dict()}
+            for space, readout in getattr(estimator, "readouts_", {}).items()
+        },
+        "target_names": json.dumps(list(getattr(estimator, "target_names_", ())) or None),
     }
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
@@ -66,6 +73,8 @@ def load_model(path):
         Not an ldmfilter model file (foreign, corrupt or truncated), or written by a newer
         version of ldmfilter, or whose weights do not fit its hyper-parameters.
     """
+    from ..io import InputSchema
+    from ..nn.readout import readout_from_spec
     from .ldm import LDMFilter
 
     path = Path(path)
@@ -87,7 +96,17 @@ def load_model(path):
         raise ValueError(f"{path} holds an unknown estimator {payload.get('estimator')!r}")
     try:
         estimator = LDMFilter(**json.loads(payload["params"]))
-        estimator._restore(tuple(payload["obs_shape"]), payload["state_dict"])
-    except (KeyError, TypeError, RuntimeError, json.JSONDecodeError) as error:
+        if version == 1:
+            schema, readouts, target_names = InputSchema(tuple(payload["obs_shape"])), {}, None
+        else:
+            schema = InputSchema.from_dict(json.loads(payload["schema"]))
+            readouts = {}
+            for space, stored in payload["readouts"].items():
+                readouts[space] = readout_from_spec(json.loads(stored["spec"]))
+                readouts[space].load_state_dict(stored["state_dict"], strict=True)
+                readouts[space].eval()
+            target_names = json.loads(payload["target_names"])
+        estimator._restore(schema, payload["state_dict"], readouts, target_names)
+    except (KeyError, TypeError, RuntimeError, AttributeError, json.JSONDecodeError) as error:
         raise ValueError(f"{path} is damaged: {error}") from None
     return estimator

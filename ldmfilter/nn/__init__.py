@@ -4,7 +4,7 @@ from .dynamics import LinearDynamics, spectral_radius
 from .encoders import ConvEncoder, MLPEncoder, make_mlp
 from .latent_filter import LatentKalmanFilter, PredictiveOutput
 from .noise import InputDependentNoise, LearnedDiagonalNoise, ScaledIdentityNoise, make_noise
-from .readout import LinearReadout, fit_affine
+from .readout import LinearReadout, MLPReadout, fit_affine, readout_from_spec
 from .rnn_predictor import LatentRNNModel, RNNPredictor
 
 __all__ = [
@@ -20,6 +20,8 @@ __all__ = [
     "InputDependentNoise",
     "make_noise",
     "LinearReadout",
+    "MLPReadout",
+    "readout_from_spec",
     "fit_affine",
     "LatentRNNModel",
     "RNNPredictor",

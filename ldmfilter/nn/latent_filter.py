@@ -11,7 +11,7 @@ from torch import nn
 from ..gaussian import FilterResult, kalman_filter, predictive_log_likelihood
 from .dynamics import LinearDynamics
 
-__all__ = ["PredictiveOutput", "LatentKalmanFilter", "fill_missing_frames"]
+__all__ = ["PredictiveOutput", "EncodesObservations", "LatentKalmanFilter", "fill_missing_frames"]
 
 
 @dataclass(frozen=True)
@@ -49,14 +49,38 @@ class PredictiveOutput:
 
 
 def fill_missing_frames(x: torch.Tensor, mask: torch.Tensor | None, obs_ndim: int) -> torch.Tensor:
-    """Replace missing observations by zeros so that the encoder sees finite input."""
-    if mask is None:
-        return x
-    keep = mask.reshape(mask.shape + (1,) * obs_ndim)
+    """Replace missing frames (``mask`` False) and missing values (NaN) by zeros.
+
+    Applied after standardisation, so a missing channel of an otherwise observed frame takes
+    its training mean; the encoder always sees finite input.
+    """
+    keep = ~torch.isnan(x)
+    if mask is not None:
+        keep = keep & mask.reshape(mask.shape + (1,) * obs_ndim)
     return torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
-class LatentKalmanFilter(nn.Module):
+class EncodesObservations(nn.Module):
+    """Encoding shared by the predictive latent models (needs ``encoder`` and ``normalizer``)."""
+
+    @property
+    def obs_ndim(self) -> int:
+        return len(self.encoder.obs_shape)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latents ``z`` (B, T, L) of complete observations ``x`` (B, T, *obs_shape)."""
+        return self.encoder(self.normalizer(x))
+
+    def prepare_input(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Standardised observations with missing frames and values set to zero (the training mean)."""
+        return fill_missing_frames(self.normalizer(x), mask, self.obs_ndim)
+
+    def encode_observed(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Latents ``z`` (B, T, L) of observations with missing frames (``mask``) or NaN values."""
+        return self.encoder(self.prepare_input(x, mask))
+
+
+class LatentKalmanFilter(EncodesObservations):
     """``z_t = f_φ(x_t)`` filtered by a linear-Gaussian state-space model (METHOD.md §2–3).
 
     Parameters
@@ -83,21 +107,14 @@ class LatentKalmanFilter(nn.Module):
             raise ValueError(f"parallel must be True, False or 'auto', got {parallel!r}")
         self.parallel = getattr(noise, "input_dependent", False) if parallel == "auto" else parallel
 
-    @property
-    def obs_ndim(self) -> int:
-        return len(self.encoder.obs_shape)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Latents ``z`` (B, T, L) of observations ``x`` (B, T, *obs_shape)."""
-        return self.encoder(self.normalizer(x))
-
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> PredictiveOutput:
         """Encode and filter a batch of sequences.
 
         Parameters
         ----------
         x : Tensor, shape (B, T, *obs_shape)
-            Missing frames may hold anything (they are replaced by zeros before encoding).
+            Missing frames may hold anything, missing values are NaN: both become zeros after
+            standardisation (the training mean).
         mask : Tensor of bool, shape (B, T), optional
             True = the frame is observed.
 
@@ -105,7 +122,7 @@ class LatentKalmanFilter(nn.Module):
         -------
         PredictiveOutput
         """
-        x = self.normalizer(fill_missing_frames(x, mask, self.obs_ndim))
+        x = self.prepare_input(x, mask)
         z = self.encoder(x)
         dyn = self.dynamics
         R = self.noise(x, dyn.log_scale)  # (L, L), or (B, T, L, L) when input-dependent: a time axis

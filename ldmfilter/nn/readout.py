@@ -1,17 +1,37 @@
-"""Read-outs from the filter's state to targets, with closed-form uncertainty."""
+"""Read-outs from the filter's state to observations or targets, with closed-form uncertainty.
+
+Both read-outs are fitted on detached filtered state beliefs ``N(m_t, P_t)`` and push a belief
+through in closed form (never by sampling): the linear one exactly, the MLP one with the
+Gaussian engine's deterministic moment rules.  Targets may hold NaN (missing), which are left
+out of the fit.
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
-__all__ = ["fit_affine", "LinearReadout", "MIN_NOISE_FRACTION"]
+from ..gaussian import propagate
+from .encoders import make_mlp
+
+__all__ = ["fit_affine", "LinearReadout", "MLPReadout", "readout_from_spec", "MIN_NOISE_FRACTION"]
 
 MIN_NOISE_FRACTION = 0.05
 
 
+def _rows(features: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = features.detach().reshape(-1, features.shape[-1]).to(torch.float64)
+    y = targets.detach().reshape(-1, targets.shape[-1]).to(torch.float64)
+    return x, y
+
+
 def fit_affine(features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Least-squares affine map from features to targets, in float64.
+
+    Rows whose targets are all NaN are left out; a target column with NaN in other rows is
+    fitted on its own observed rows.
 
     Parameters
     ----------
@@ -23,10 +43,43 @@ def fit_affine(features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     Tensor, shape (F + 1, D)
         Weights; the last row is the intercept.
     """
-    x = features.detach().reshape(-1, features.shape[-1]).to(torch.float64)
-    y = targets.detach().reshape(-1, targets.shape[-1]).to(torch.float64)
+    x, y = _rows(features, targets)
     design = torch.cat([x, torch.ones_like(x[:, :1])], 1)
-    return torch.linalg.lstsq(design, y, driver="gelsd").solution
+    present = ~torch.isnan(y)
+    complete = present.all(1)
+    if bool(complete.all()) or bool((present == present.any(1, keepdim=True)).all()):
+        return torch.linalg.lstsq(design[complete], y[complete], driver="gelsd").solution
+    columns = [torch.linalg.lstsq(design[present[:, d]], y[present[:, d], d : d + 1], driver="gelsd").solution for d in range(y.shape[1])]
+    return torch.cat(columns, 1)
+
+
+def _lead_mean(cov: torch.Tensor) -> torch.Tensor:
+    """Average of (*lead, S, S) covariances without copying broadcast views."""
+    return cov.detach().to(torch.float64).mean(dim=tuple(range(cov.ndim - 2))) if cov.ndim > 2 else cov.detach().to(torch.float64)
+
+
+def _noise_from_residuals(residual: torch.Tensor, propagated: torch.Tensor | None, diagonal: bool, dof: int) -> torch.Tensor:
+    """Read-out noise: residual covariance minus the part the state uncertainty already explains.
+
+    ``Cov(residual) ≈ W P̄ Wᵀ + Σ``; eigenvalues (diagonal: variances) of ``Σ`` are floored at
+    ``MIN_NOISE_FRACTION`` of the smallest residual variance.  NaN residuals are skipped.
+    """
+    present = ~torch.isnan(residual)
+    filled = torch.where(present, residual, torch.zeros((), dtype=residual.dtype))
+    counts = present.to(residual.dtype)
+    if diagonal:
+        var = (filled**2).sum(0) / (counts.sum(0) - dof).clamp_min(1)
+        floor = MIN_NOISE_FRACTION * var
+        if propagated is not None:
+            var = var - propagated.diagonal()
+        return torch.diag(torch.maximum(var, floor))
+    noise = filled.mT @ filled / (counts.mT @ counts - dof).clamp_min(1)
+    floor = MIN_NOISE_FRACTION * float(noise.diagonal().min())
+    if propagated is not None:
+        noise = noise - propagated
+    values, vectors = torch.linalg.eigh(0.5 * (noise + noise.mT))
+    noise = (vectors * values.clamp_min(floor)) @ vectors.mT
+    return 0.5 * (noise + noise.mT)
 
 
 class LinearReadout(nn.Module):
@@ -35,8 +88,7 @@ class LinearReadout(nn.Module):
     Pushing a state belief ``N(m, P)`` through it gives ``N(W m + b, W P Wᵀ + Σ)`` exactly.
     ``Σ`` is the covariance of the training residuals minus the average state uncertainty that
     the read-out already propagates (``W P̄ Wᵀ``), floored at a small fraction of the residual
-    variance (eigenvalues at least ``MIN_NOISE_FRACTION`` of the smallest residual variance), so
-    that the state uncertainty is not counted twice.
+    variance (``MIN_NOISE_FRACTION``), so that the state uncertainty is not counted twice.
 
     Parameters
     ----------
@@ -51,17 +103,26 @@ class LinearReadout(nn.Module):
         self.register_buffer("bias", bias)
         self.register_buffer("noise_cov", noise_cov)
 
+    def spec(self) -> dict:
+        """Constructor arguments, to rebuild the read-out from a model file."""
+        return {"kind": "linear", "state_dim": self.weight.shape[1], "target_dim": self.weight.shape[0]}
+
     @classmethod
-    def fit(cls, state_mean: torch.Tensor, targets: torch.Tensor, state_cov: torch.Tensor | None = None) -> "LinearReadout":
+    def fit(
+        cls, state_mean: torch.Tensor, targets: torch.Tensor, state_cov: torch.Tensor | None = None, diagonal: bool = False
+    ) -> "LinearReadout":
         """Fit on filtered states.
 
         Parameters
         ----------
         state_mean : Tensor, shape (*lead, S)
         targets : Tensor, shape (*lead, D)
+            NaN where missing.
         state_cov : Tensor, shape (*lead, S, S), optional
             The states' covariances; their average propagated part is removed from the
             residual covariance.
+        diagonal : bool
+            Keep a diagonal noise covariance (for many targets, e.g. the pixels of a frame).
 
         Returns
         -------
@@ -73,16 +134,10 @@ class LinearReadout(nn.Module):
             )
         coef = fit_affine(state_mean, targets)
         weight, bias = coef[:-1].mT.contiguous(), coef[-1].clone()
-        x = state_mean.detach().reshape(-1, state_mean.shape[-1]).to(torch.float64)
-        y = targets.detach().reshape(-1, targets.shape[-1]).to(torch.float64)
+        x, y = _rows(state_mean, targets)
         residual = y - (x @ weight.mT + bias)
-        noise = residual.mT @ residual / max(residual.shape[0] - coef.shape[0], 1)
-        if state_cov is not None:  # Cov(residual) = W P̄ Wᵀ + Σ
-            mean_cov = state_cov.detach().reshape(-1, *state_cov.shape[-2:]).to(torch.float64).mean(0)
-            values, vectors = torch.linalg.eigh(noise - weight @ mean_cov @ weight.mT)
-            values = values.clamp_min(MIN_NOISE_FRACTION * float(noise.diagonal().min()))
-            noise = (vectors * values) @ vectors.mT
-        return cls(weight, bias, 0.5 * (noise + noise.mT))
+        propagated = None if state_cov is None else weight @ _lead_mean(state_cov) @ weight.mT
+        return cls(weight, bias, _noise_from_residuals(residual, propagated, diagonal, coef.shape[0]))
 
     def forward(self, mean: torch.Tensor, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Moments of the targets: mean (*lead, D) and covariance (*lead, D, D)."""
@@ -90,3 +145,123 @@ class LinearReadout(nn.Module):
         out_mean = mean @ W.mT + self.bias.to(mean.dtype)
         out_cov = W @ cov @ W.mT + self.noise_cov.to(mean.dtype)
         return out_mean, 0.5 * (out_cov + out_cov.mT)
+
+    def marginal(self, mean: torch.Tensor, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Means (*lead, D) and marginal variances (*lead, D), without forming D×D covariances."""
+        W = self.weight.to(mean.dtype)
+        out_mean = mean @ W.mT + self.bias.to(mean.dtype)
+        var = ((W @ cov) * W).sum(-1) + self.noise_cov.diagonal().to(mean.dtype)  # diag(W P Wᵀ) + diag Σ
+        return out_mean, var
+
+
+class MLPReadout(nn.Module):
+    """``y = g(h) + ε``, ``ε ~ N(0, diag(σ²))``, with ``g`` a small MLP.
+
+    A state belief ``N(m, P)`` is pushed through ``g`` with a deterministic moment rule of the
+    Gaussian engine (unscented by default); ``σ²`` is added.  ``g`` and ``σ²`` are fitted by
+    maximising the marginal Gaussian likelihood of the training targets under exactly these
+    moments, so the noise accounts only for what the propagated state uncertainty does not.
+
+    Parameters
+    ----------
+    state_dim, target_dim : int
+    hidden : tuple of int
+    rule : {"unscented", "cubature", "linearize"}
+    """
+
+    def __init__(self, state_dim: int, target_dim: int, hidden=(64,), rule: str = "unscented"):
+        super().__init__()
+        self.net = make_mlp(state_dim, tuple(hidden), target_dim, activation="tanh")
+        self.log_var = nn.Parameter(torch.zeros(target_dim))
+        self.register_buffer("state_centre", torch.zeros(state_dim))
+        self.register_buffer("state_scale", torch.ones(state_dim))
+        self.hidden, self.rule = tuple(hidden), rule
+
+    def spec(self) -> dict:
+        """Constructor arguments, to rebuild the read-out from a model file."""
+        return {"kind": "mlp", "state_dim": self.state_centre.numel(), "target_dim": self.log_var.numel(),
+                "hidden": list(self.hidden), "rule": self.rule}
+
+    def _mean_function(self, h: torch.Tensor) -> torch.Tensor:
+        return self.net((h - self.state_centre) / self.state_scale)
+
+    def _moments(self, mean: torch.Tensor, cov: torch.Tensor):
+        dtype = self.log_var.dtype
+        moments = propagate(self._mean_function, mean.to(dtype), cov.to(dtype), method=self.rule)
+        return moments.mean, moments.cov
+
+    def forward(self, mean: torch.Tensor, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Moments of the targets: mean (*lead, D) and covariance (*lead, D, D)."""
+        out_mean, out_cov = self._moments(mean, cov)
+        out_cov = out_cov + torch.diag(self.log_var.exp())
+        return out_mean.to(mean.dtype), (0.5 * (out_cov + out_cov.mT)).to(mean.dtype)
+
+    def marginal(self, mean: torch.Tensor, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Means and marginal variances, both (*lead, D)."""
+        out_mean, out_cov = self._moments(mean, cov)
+        var = out_cov.diagonal(dim1=-2, dim2=-1) + self.log_var.exp()
+        return out_mean.to(mean.dtype), var.to(mean.dtype)
+
+    @classmethod
+    def fit(
+        cls,
+        state_mean: torch.Tensor,
+        targets: torch.Tensor,
+        state_cov: torch.Tensor,
+        hidden=(64,),
+        rule: str = "unscented",
+        steps: int = 500,
+        batch_size: int = 4096,
+        learning_rate: float = 0.01,
+        seed: int = 0,
+    ) -> "MLPReadout":
+        """Fit ``g`` and ``σ²`` by Adam on the marginal Gaussian NLL of ``targets`` (NaN left out).
+
+        Parameters
+        ----------
+        state_mean : Tensor, shape (*lead, S)
+        targets : Tensor, shape (*lead, D)
+        state_cov : Tensor, shape (*lead, S, S)
+        steps, batch_size, learning_rate, seed
+            Optimisation settings (random mini-batches of rows).
+        """
+        generator = torch.Generator().manual_seed(seed)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            readout = cls(state_mean.shape[-1], targets.shape[-1], hidden, rule).to(torch.float64)
+        x, y = _rows(state_mean, targets)
+        P = state_cov.detach().to(torch.float64).expand(state_mean.shape[:-1] + state_cov.shape[-2:]).reshape(-1, *state_cov.shape[-2:])
+        keep = ~torch.isnan(y).all(1)
+        x, y, P = x[keep], y[keep], P[keep]
+        centre, scale = y.nanmean(0), (y - y.nanmean(0)).pow(2).nanmean(0).sqrt().clamp_min(1e-12)
+        with torch.no_grad():  # standardised states in; start from the targets' mean and scale
+            readout.state_centre.copy_(x.mean(0))
+            readout.state_scale.copy_(x.std(0).clamp_min(1e-12))
+            readout.net[-1].bias.copy_(centre)
+            readout.log_var.fill_(0.0).add_(2 * scale.log() - math.log(4.0))
+        optimiser = torch.optim.Adam(readout.parameters(), lr=learning_rate)
+        for _ in range(steps):
+            rows = torch.randint(0, x.shape[0], (min(batch_size, x.shape[0]),), generator=generator)
+            mean, var = readout.marginal(x[rows], P[rows])
+            target = y[rows]
+            present = ~torch.isnan(target)
+            error = torch.where(present, target - mean, torch.zeros((), dtype=mean.dtype))
+            nll = 0.5 * (error**2 / var + var.log()) * present
+            loss = nll.sum() / present.sum()
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+        readout.eval()
+        readout.requires_grad_(False)
+        return readout
+
+
+def readout_from_spec(spec: dict) -> nn.Module:
+    """An unfitted read-out of the kind and size in ``spec`` (see ``spec()``), ready for ``load_state_dict``."""
+    state_dim, target_dim = int(spec["state_dim"]), int(spec["target_dim"])
+    if spec.get("kind") == "linear":
+        f64 = torch.float64
+        return LinearReadout(torch.zeros(target_dim, state_dim, dtype=f64), torch.zeros(target_dim, dtype=f64), torch.eye(target_dim, dtype=f64))
+    if spec.get("kind") == "mlp":
+        return MLPReadout(state_dim, target_dim, tuple(spec["hidden"]), spec["rule"]).to(torch.float64).requires_grad_(False)
+    raise ValueError(f"unknown read-out kind {spec.get('kind')!r}")

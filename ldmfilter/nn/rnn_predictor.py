@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .encoders import make_mlp
-from .latent_filter import PredictiveOutput, fill_missing_frames
+from .latent_filter import EncodesObservations, PredictiveOutput
 
 __all__ = ["RNNPredictor", "LatentRNNModel"]
 
@@ -42,7 +42,7 @@ def _unit_gaussian_log_density(targets: torch.Tensor, means: torch.Tensor) -> to
     return -0.5 * ((targets - means).square().sum(-1) + targets.shape[-1] * math.log(2 * math.pi))
 
 
-class LatentRNNModel(nn.Module):
+class LatentRNNModel(EncodesObservations):
     """Encoder + RNN predictor; same output type as :class:`~.latent_filter.LatentKalmanFilter`.
 
     Missing frames (mask False) are encoded as zeros and not scored; ``normalizer`` (optional)
@@ -54,17 +54,9 @@ class LatentRNNModel(nn.Module):
         self.encoder, self.predictor = encoder, predictor
         self.normalizer = nn.Identity() if normalizer is None else normalizer
 
-    @property
-    def obs_ndim(self) -> int:
-        return len(self.encoder.obs_shape)
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """Latents ``z`` (B, T, L) of observations ``x`` (B, T, *obs_shape)."""
-        return self.encoder(self.normalizer(x))
-
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> PredictiveOutput:
         """Encode ``x`` (B, T, *obs_shape) and predict each latent from the earlier ones."""
-        z = self.encoder(self.normalizer(fill_missing_frames(x, mask, self.obs_ndim)))
+        z = self.encode_observed(x, mask)
         means = self.predictor(z)
         weight = None if mask is None else mask.to(z.dtype)
 

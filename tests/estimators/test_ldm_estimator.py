@@ -93,7 +93,9 @@ def test_output_shapes(trained, data):
     X = data[1].flat_frames()
     n = X.shape[0]
     f = model.filter(X)
-    assert isinstance(f, FilterResult) and isinstance(f, GaussianMoments)
+    assert isinstance(f, FilterResult) and isinstance(f.state, GaussianMoments)
+    assert f.observations.mean.shape == f.observations.var.shape == (n, T, 100) and f.observations.cov is None
+    assert np.all(f.observed_fraction == 1)
     assert f.mean.shape == (n, T, S) and f.cov.shape == (n, T, S, S) and f.log_likelihood.shape == (n, T)
     for a in (f.mean, f.cov, f.log_likelihood):
         assert isinstance(a, np.ndarray) and a.dtype == np.float32 and np.isfinite(a).all()
@@ -317,28 +319,27 @@ def fitted(data):
 def test_bad_input_errors(fitted):
     good = np.zeros((2, 5, 100), dtype=np.float32)
     assert fitted.filter(good).mean.shape == (2, 5, 4)
+    assert fitted.filter(np.zeros((5, 100), dtype=np.float32)).mean.shape == (5, 4)  # one series (T, D)
     with pytest.raises(ValueError, match="shape"):
-        fitted.filter(np.zeros((5, 100), dtype=np.float32))  # 2-D
-    with pytest.raises(ValueError, match="shape"):
-        fitted.filter(np.zeros(100, dtype=np.float32))
+        fitted.filter(np.zeros(100, dtype=np.float32))  # one univariate series
     with pytest.raises(ValueError, match=r"\(100,\)"):
         fitted.filter(np.zeros((2, 5, 99), dtype=np.float32))  # frames of another shape
     with pytest.raises(ValueError, match=r"\(100,\)"):
         fitted.filter(np.zeros((2, 5, 10, 10), dtype=np.float32))
     partly = good.copy()
-    partly[1, 2, :50] = np.nan
-    with pytest.raises(ValueError, match="partly NaN"):
-        fitted.filter(partly)
+    partly[1, 2, :50] = np.nan  # missing pixels: imputed by their training mean, and reported
+    result = fitted.filter(partly)
+    assert result.observed_fraction[1, 2] == 0.5 and np.isfinite(result.mean).all()
     inf = good.copy()
     inf[0, 0, 0] = np.inf
     with pytest.raises(ValueError, match="inf"):
         fitted.filter(inf)
     with pytest.raises(ValueError, match="time steps"):
-        fitted.filter(good[:, :1])
+        fitted.filter(good[:, :0])
     for dtype in (bool, np.complex64, object):
         with pytest.raises(TypeError, match="real numbers"):
             fitted.filter(good.astype(dtype))
-    with pytest.raises(ValueError, match="no observed frame"):
+    with pytest.raises(ValueError, match="no observed value"):
         fitted.filter(np.full((1, 4, 100), np.nan, dtype=np.float32))
     # integers are fine
     assert np.isfinite(fitted.filter(np.zeros((1, 3, 100), dtype=np.int64)).mean).all()
@@ -347,7 +348,7 @@ def test_bad_input_errors(fitted):
 @pytest.mark.parametrize(
     "X,error,match",
     [
-        (np.zeros((4, 100)), ValueError, "shape"),
+        (np.float64(1.0), ValueError, "scalar"),
         (np.zeros((2, 1, 100)), ValueError, "time steps"),
         (np.zeros((2, 5, 100), dtype=bool), TypeError, "real numbers"),
         (np.zeros((2, 5, 100), dtype=complex), TypeError, "real numbers"),

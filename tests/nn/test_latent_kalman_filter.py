@@ -163,11 +163,13 @@ def test_missing_frames(noise):
 
 def test_fill_missing_frames():
     x = frames(B=2, T=3)
-    assert fill_missing_frames(x, None, 2) is x
+    assert torch.equal(fill_missing_frames(x, None, 2), x)
     x[1, 2] = math.nan
+    x[0, 1, 0, 0] = math.nan  # one missing pixel of an observed frame
     mask = torch.tensor([[True, True, True], [True, True, False]])
     filled = fill_missing_frames(x, mask, 2)
-    assert torch.equal(filled[1, 2], torch.zeros(OBS, dtype=DT)) and torch.equal(filled[0], x[0])
+    assert torch.equal(filled[1, 2], torch.zeros(OBS, dtype=DT)) and filled[0, 1, 0, 0] == 0
+    assert torch.equal(filled[0, 0], x[0, 0]) and torch.equal(filled[0, 1, 1:], x[0, 1, 1:])
 
 
 # ------------------------------------------------------------------------------ parameter groups

@@ -1,0 +1,195 @@
+"""The user surface shared by the state-space estimators.
+
+``filter``, ``smooth``, ``forecast`` and ``fit_readout`` on numpy, pandas and xarray input, with
+results labelled like the input.  A subclass provides the filter on regular grids and the
+transition model; this class does the conversions, the smoothing and forecasting maths calls and
+the read-outs from the state to observations and targets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..gaussian import FilterResult as GridFilterResult
+from ..gaussian import kalman_forecast, kalman_smoother
+from ..io import InputSchema, Sequences, to_sequences
+from ..nn.readout import LinearReadout, MLPReadout
+from ..results import FilterResult, ForecastResult, GaussianMoments
+
+__all__ = ["StateSpaceEstimator", "FULL_COVARIANCE_MAX_DIM", "READOUTS"]
+
+FULL_COVARIANCE_MAX_DIM = 64  # observation spaces up to this size keep full covariances
+READOUTS = ("linear", "mlp")
+
+
+class StateSpaceEstimator:
+    """Shared ``filter`` / ``smooth`` / ``forecast`` / ``fit_readout`` of the estimators.
+
+    Subclasses set ``schema_`` (an :class:`~ldmfilter.io.InputSchema`) when fitted and implement
+    ``_filter_grid(values, observed)`` (a :class:`ldmfilter.gaussian.FilterResult` over the
+    regular grid) and ``_transition()`` (``A``, ``Q``, offset ``c`` as tensors).  Read-outs from
+    the state live in ``readouts_`` under ``"observations"`` and ``"targets"``.
+    """
+
+    # ------------------------------------------------------------------ hooks
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "schema_"):
+            raise RuntimeError(f"this {type(self).__name__} is not fitted yet: call fit(X) first")
+
+    def _filter_grid(self, values: np.ndarray, observed: np.ndarray) -> GridFilterResult:
+        raise NotImplementedError
+
+    def _transition(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ input
+    def _sequences(self, X, name: str = "X", min_steps: int = 1) -> Sequences:
+        """Validated input on regular grids, checked against what the model was fitted on."""
+        self._check_fitted()
+        sequences, _ = to_sequences(X, name, self.schema_, min_steps)
+        return sequences
+
+    def _targets(self, Y, sequences: Sequences, name: str = "targets") -> tuple[np.ndarray, tuple[str, ...]]:
+        """Targets laid out like ``sequences`` on its grid: (n, T, D) with NaN where missing, and names."""
+        targets, schema = to_sequences(Y, name, None, 1)
+        mine, theirs = sequences.layout, targets.layout
+        if len(schema.obs_shape) != 1:
+            raise ValueError(f"{name} must hold vectors (T, D) per series, got observations of shape {schema.obs_shape}")
+        if mine.n_series != theirs.n_series or mine.lengths != theirs.lengths:
+            raise ValueError(
+                f"{name} must have the same series and rows as X: X has {mine.n_series} series of lengths "
+                f"{list(mine.lengths)[:5]}, {name} {theirs.n_series} of lengths {list(theirs.lengths)[:5]}"
+            )
+        for i, (a, b) in enumerate(zip(mine.grids, theirs.grids)):
+            if a is not None and b is not None and not a.same_as(b):
+                raise ValueError(f"{name} series {mine.series[i]!r} has a different time index from X's")
+        values = np.full(sequences.values.shape[:2] + schema.obs_shape, np.nan)
+        for i in range(mine.n_series):
+            values[i, mine.positions(i)] = targets.values[i, theirs.positions(i)]
+        names = schema.feature_names or tuple(f"target_{k}" for k in range(schema.obs_shape[0]))
+        return values, names
+
+    # ------------------------------------------------------------------ read-outs
+    def _fit_readout(self, space: str, grid: GridFilterResult, values: np.ndarray, kind: str, options: dict):
+        """Fit a read-out from the filtered states to ``values`` (n, T, *shape) on the same grid."""
+        if kind not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {kind!r}")
+        flat = torch.as_tensor(values.reshape(values.shape[:2] + (-1,)), dtype=torch.float64)
+        mean, cov = grid.filtered_mean.detach(), grid.filtered_cov.detach()
+        if kind == "linear":
+            readout = LinearReadout.fit(mean, flat, cov, diagonal=flat.shape[-1] > FULL_COVARIANCE_MAX_DIM)
+        else:
+            readout = MLPReadout.fit(mean, flat, cov.expand(mean.shape[:-1] + cov.shape[-2:]), **options)
+        self.readouts_[space] = readout
+
+    def fit_readout(self, X, Y, readout: str = "linear", **options) -> "StateSpaceEstimator":
+        """Fit (or refit) the read-out from the filtered state to targets ``Y``.
+
+        Parameters
+        ----------
+        X : input like ``fit``'s
+        Y : array-like, DataFrame(s) or DataArray, laid out like ``X`` with vector targets
+            ``(T, D_y)`` per series (NaN where unknown; left out of the fit).
+        readout : {"linear", "mlp"}
+            Exact linear push-forward, or an MLP with unscented moments.
+        **options
+            For ``"mlp"``: ``hidden``, ``rule``, ``steps``, ``batch_size``, ``learning_rate``.
+
+        Returns
+        -------
+        self
+        """
+        sequences = self._sequences(X)
+        values, names = self._targets(Y, sequences)
+        self._fit_readout("targets", self._filter_grid(sequences.values, sequences.observed), values, readout, options)
+        self.target_names_ = names
+        return self
+
+    def _spaces(self, mean: torch.Tensor, cov: torch.Tensor) -> dict:
+        """State moments (…, S) and, through the read-outs, observation and target moments."""
+        readouts = getattr(self, "readouts_", {})
+        spaces = {"state": GaussianMoments(mean.numpy(), np.ascontiguousarray(cov.numpy())), "observations": None, "targets": None}
+        with torch.no_grad():
+            if "observations" in readouts:
+                readout, shape = readouts["observations"], self.schema_.obs_shape
+                if int(np.prod(shape)) <= FULL_COVARIANCE_MAX_DIM and len(shape) == 1:
+                    obs_mean, obs_cov = readout(mean, cov)
+                    spaces["observations"] = GaussianMoments(obs_mean.numpy(), obs_cov.numpy(), names=self.schema_.feature_names)
+                else:
+                    obs_mean, obs_var = readout.marginal(mean, cov)
+                    lead = obs_mean.shape[:-1]
+                    spaces["observations"] = GaussianMoments(
+                        obs_mean.reshape(lead + shape).numpy(), None, obs_var.reshape(lead + shape).numpy(),
+                        names=self.schema_.feature_names,
+                    )
+            if "targets" in readouts:
+                target_mean, target_cov = readouts["targets"](mean, cov)
+                spaces["targets"] = GaussianMoments(target_mean.numpy(), target_cov.numpy(), names=self.target_names_)
+        return spaces
+
+    # ------------------------------------------------------------------ public API
+    def _gathered(self, sequences: Sequences, mean: torch.Tensor, cov: torch.Tensor) -> dict:
+        """Moments on the grid → at the user's rows (padding NaN for ragged input) → all spaces."""
+        cov = cov.expand(mean.shape + mean.shape[-1:])  # shared covariances are broadcast views
+        return self._spaces(torch.as_tensor(sequences.gather(mean.numpy())), torch.as_tensor(sequences.gather(cov.numpy())))
+
+    def filter(self, X) -> FilterResult:
+        """Filtered beliefs ``p(h_t | x_{≤t})`` at every row of ``X``.
+
+        Parameters
+        ----------
+        X : array-like, DataFrame(s) or DataArray
+            Laid out as in ``fit``; NaN marks missing values.
+
+        Returns
+        -------
+        FilterResult
+            State beliefs, and observation/target beliefs when the model has read-outs, laid out
+            like ``X``; ``to_pandas()``/``to_xarray()`` label them like ``X``.
+        """
+        sequences = self._sequences(X)
+        grid = self._filter_grid(sequences.values, sequences.observed)
+        return FilterResult(
+            **self._gathered(sequences, grid.filtered_mean, grid.filtered_cov),
+            layout=sequences.layout,
+            log_likelihood=sequences.gather(grid.log_likelihood.numpy()),
+            observed_fraction=sequences.gather(sequences.observed_fraction),
+        )
+
+    def smooth(self, X) -> FilterResult:
+        """Smoothed beliefs ``p(h_t | x_{0:T-1})`` (Rauch–Tung–Striebel) at every row of ``X``."""
+        sequences = self._sequences(X)
+        grid = self._filter_grid(sequences.values, sequences.observed)
+        A, Q, _ = self._transition()
+        with torch.no_grad():
+            smoothed = kalman_smoother(grid, A, Q)
+        return FilterResult(
+            **self._gathered(sequences, smoothed.smoothed_mean, smoothed.smoothed_cov),
+            layout=sequences.layout,
+            observed_fraction=sequences.gather(sequences.observed_fraction),
+            smoothed=True,
+        )
+
+    def forecast(self, X, horizon: int) -> ForecastResult:
+        """Beliefs over the ``horizon`` steps after the end of each series of ``X``.
+
+        Returns
+        -------
+        ForecastResult
+            Arrays (…, horizon, …); its time index continues each series' index at its step.
+        """
+        if not isinstance(horizon, (int, np.integer)) or horizon < 1:
+            raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
+        sequences = self._sequences(X)
+        grid = self._filter_grid(sequences.values, sequences.observed)
+        A, Q, c = self._transition()
+        last = torch.as_tensor(sequences.layout.grid_lengths() - 1)
+        series = torch.arange(len(last))
+        cov = grid.filtered_cov.expand(grid.filtered_mean.shape + grid.filtered_mean.shape[-1:])
+        with torch.no_grad():
+            belief = kalman_forecast(grid.filtered_mean[series, last], cov[series, last], A, Q, int(horizon), c)
+        mean, cov = belief.mean, belief.cov
+        if sequences.layout.single:
+            mean, cov = mean[0], cov[0]
+        return ForecastResult(**self._spaces(mean, cov), layout=sequences.layout, horizon=int(horizon))

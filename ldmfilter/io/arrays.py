@@ -1,0 +1,73 @@
+"""Checking numeric arrays of sequences (numpy in, numpy out)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["as_sequences", "check_numeric"]
+
+
+def check_numeric(values: np.ndarray, name: str) -> np.ndarray:
+    """``values`` as a float array; TypeError for bool, complex, strings and objects, ValueError for inf."""
+    if values.dtype == bool or not (np.issubdtype(values.dtype, np.floating) or np.issubdtype(values.dtype, np.integer)):
+        raise TypeError(f"{name} must hold real numbers, got dtype {values.dtype}")
+    if np.issubdtype(values.dtype, np.integer):
+        values = values.astype(np.float64)
+    if np.isinf(values).any():
+        where = tuple(int(i) for i in np.argwhere(np.isinf(values))[0])
+        raise ValueError(f"{name} contains inf values (first at {where}); use NaN for missing values")
+    return values
+
+
+def as_sequences(X, name: str = "X", obs_shape: tuple | None = None, min_steps: int = 2):
+    """Check a stack of sequences and find its missing frames.
+
+    Parameters
+    ----------
+    X : array-like, shape (n_series, T, *obs_shape)
+        Real numbers; NaN marks a missing value (a whole frame, or single channels/pixels).
+    name : str
+        Argument name used in error messages.
+    obs_shape : tuple of int, optional
+        The observation shape the model was fitted on; ``X`` must match it.
+    min_steps : int
+        Smallest acceptable ``T``.
+
+    Returns
+    -------
+    values : ndarray, shape (n_series, T, *obs_shape)
+        ``X`` as a float array (not copied when already a float array); NaN untouched.
+    observed : ndarray of bool, shape (n_series, T)
+        True where the frame holds at least one value.
+    observed_fraction : ndarray, shape (n_series, T)
+        Fraction of each frame's values that are present (1: complete, 0: missing frame).
+
+    Raises
+    ------
+    TypeError
+        ``X`` is not numeric (bool, complex, strings, objects).
+    ValueError
+        Wrong rank, shape different from ``obs_shape``, too few steps or series, inf values,
+        series with no observed value.
+    """
+    values = np.asarray(X)
+    if values.ndim < 3:
+        raise ValueError(
+            f"{name} must have shape (n_series, T, *obs_shape) with at least 3 dims, got shape {values.shape}"
+        )
+    values = check_numeric(values, name)
+    if obs_shape is not None and tuple(values.shape[2:]) != tuple(obs_shape):
+        raise ValueError(f"{name} has observations of shape {values.shape[2:]}, but the model was fitted on {tuple(obs_shape)}")
+    if values.shape[0] < 1:
+        raise ValueError(f"{name} holds no series (shape {values.shape})")
+    if values.shape[1] < min_steps:
+        raise ValueError(f"{name} needs at least {min_steps} time steps, got T={values.shape[1]}")
+    if values.size == 0 and 0 in values.shape[2:]:
+        raise ValueError(f"{name} has empty observations (shape {values.shape})")
+    present = ~np.isnan(values).reshape(values.shape[:2] + (-1,))
+    fraction = present.mean(-1)
+    observed = fraction > 0
+    empty = ~observed.any(1)
+    if empty.any():
+        raise ValueError(f"{name} series {np.flatnonzero(empty).tolist()} have no observed value")
+    return values, observed, fraction

@@ -1,0 +1,78 @@
+"""xarray input: a DataArray with a ``time`` dim, optional ``series``, and observation dims.
+
+Observation dims: one dim of channels (any name, e.g. ``feature``), or ``y``, ``x`` and an
+optional ``channel`` for video (given to the model as ``(channel, y, x)``), or none (a
+univariate series).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .arrays import check_numeric
+from .timegrid import time_grid
+
+__all__ = ["is_xarray", "xarray_series"]
+
+
+def is_xarray(X) -> bool:
+    module = type(X).__module__
+    return module.startswith("xarray") and type(X).__name__ in ("DataArray", "Dataset")
+
+
+def _observation_dims(dims: list[str], name: str) -> tuple[str, ...]:
+    if {"y", "x"} <= set(dims):
+        if set(dims) - {"y", "x", "channel"}:
+            raise ValueError(f"{name}: video dims must be y, x and optionally channel; also got {sorted(set(dims) - {'y', 'x', 'channel'})}")
+        return ("channel", "y", "x") if "channel" in dims else ("y", "x")
+    if len(dims) > 1:
+        raise ValueError(
+            f"{name} has observation dims {dims}; use one dim of channels (e.g. 'feature'), or 'y', 'x' "
+            "[and 'channel'] for video"
+        )
+    return tuple(dims)
+
+
+def xarray_series(X, name: str, schema_dims: tuple | None, feature_names: tuple | None):
+    """Per-series values, feature names, grids, labels, single flag, obs dims and their coordinates.
+
+    Raises
+    ------
+    TypeError
+        A Dataset instead of a DataArray, or non-numeric data.
+    ValueError
+        No ``time`` dim, unexpected dims, observation dims or channel names different from
+        the data the model was fitted on.
+    """
+    if type(X).__name__ == "Dataset":
+        raise TypeError(f"{name} is an xarray Dataset; pass a DataArray (e.g. ds.to_array('feature') or ds[name])")
+    if "time" not in X.dims:
+        raise ValueError(f"{name} needs a 'time' dim, got dims {tuple(X.dims)}")
+    rest = [d for d in X.dims if d not in ("time", "series")]
+    obs_dims = _observation_dims([str(d) for d in rest], name)
+    if schema_dims is not None and obs_dims != tuple(schema_dims):
+        raise ValueError(f"{name} has observation dims {obs_dims}, but the model was fitted on {tuple(schema_dims)}")
+    single = "series" not in X.dims
+    data = X.transpose(*(() if single else ("series",)), "time", *obs_dims)
+    values = check_numeric(np.asarray(data.values), name)
+    if not obs_dims:
+        values = values[..., None]
+    if single:
+        values = values[None]
+    coords = {d: np.asarray(X[d].values) for d in obs_dims if d in X.coords}
+    names = None
+    if len(obs_dims) == 1:
+        names = tuple(str(c) for c in coords[obs_dims[0]]) if obs_dims[0] in coords else None
+    elif not obs_dims:
+        names = (str(X.name) if X.name is not None else "value",)
+    if names is not None and feature_names is not None and names != tuple(feature_names):
+        if set(names) != set(feature_names):
+            raise ValueError(f"{name} has channels {list(names)}, but the model was fitted on {list(feature_names)}")
+        order = [names.index(c) for c in feature_names]
+        values, names = values[..., order], tuple(feature_names)
+        coords[obs_dims[0]] = coords[obs_dims[0]][order]
+    index = X.indexes["time"] if "time" in X.indexes else pd.RangeIndex(X.sizes["time"], name="time")
+    grid = time_grid(index, f"{name}'s time coordinate")
+    labels = (0,) if single else tuple(X["series"].values.tolist() if "series" in X.coords else range(X.sizes["series"]))
+    return list(values), names, [grid] * len(values), labels, single, obs_dims, coords

@@ -5,6 +5,7 @@ No ``nn.Module`` state, no Lightning, no pandas: functions on tensors with axes
 """
 
 from .belief import GaussianBelief
+from .em import LinearGaussianParams, em_step, fit_em, initial_params_from_data, linear_gaussian_log_likelihood
 from .forecast import kalman_forecast
 from .kalman import FilterResult, kalman_filter
 from .moments import PropagatedMoments, cubature, linearize, propagate, unscented
@@ -19,6 +20,11 @@ __all__ = [
     "kalman_filter",
     "SmootherResult",
     "kalman_smoother",
+    "LinearGaussianParams",
+    "em_step",
+    "fit_em",
+    "initial_params_from_data",
+    "linear_gaussian_log_likelihood",
     "kalman_forecast",
     "nonlinear_filter",
     "predictive_log_likelihood",

@@ -43,6 +43,19 @@ class StateSpaceEstimator:
     def _transition(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         raise NotImplementedError
 
+    def _smooth_grid(self, grid: GridFilterResult) -> tuple[torch.Tensor, torch.Tensor]:
+        """Smoothed means (n, T, S) and covariances over the grid; RTS with ``_transition()`` by default."""
+        A, Q, _ = self._transition()
+        with torch.no_grad():
+            smoothed = kalman_smoother(grid, A, Q)
+        return smoothed.smoothed_mean, smoothed.smoothed_cov
+
+    def _forecast_grid(self, mean: torch.Tensor, cov: torch.Tensor, horizon: int):
+        """Beliefs (n, horizon, S) after filtered beliefs (n, S); ``kalman_forecast`` with ``_transition()`` by default."""
+        A, Q, c = self._transition()
+        with torch.no_grad():
+            return kalman_forecast(mean, cov, A, Q, horizon, c)
+
     # ------------------------------------------------------------------ input
     def _sequences(self, X, name: str = "X", min_steps: int = 1) -> Sequences:
         """Validated input on regular grids, checked against what the model was fitted on."""
@@ -161,11 +174,9 @@ class StateSpaceEstimator:
         """Smoothed beliefs ``p(h_t | x_{0:T-1})`` (Rauch–Tung–Striebel) at every row of ``X``."""
         sequences = self._sequences(X)
         grid = self._filter_grid(sequences.values, sequences.observed)
-        A, Q, _ = self._transition()
-        with torch.no_grad():
-            smoothed = kalman_smoother(grid, A, Q)
+        smoothed_mean, smoothed_cov = self._smooth_grid(grid)
         return FilterResult(
-            **self._gathered(sequences, smoothed.smoothed_mean, smoothed.smoothed_cov),
+            **self._gathered(sequences, smoothed_mean, smoothed_cov),
             layout=sequences.layout,
             observed_fraction=sequences.gather(sequences.observed_fraction),
             smoothed=True,
@@ -183,12 +194,10 @@ class StateSpaceEstimator:
             raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
         sequences = self._sequences(X)
         grid = self._filter_grid(sequences.values, sequences.observed)
-        A, Q, c = self._transition()
         last = torch.as_tensor(sequences.layout.grid_lengths() - 1)
         series = torch.arange(len(last))
         cov = grid.filtered_cov.expand(grid.filtered_mean.shape + grid.filtered_mean.shape[-1:])
-        with torch.no_grad():
-            belief = kalman_forecast(grid.filtered_mean[series, last], cov[series, last], A, Q, int(horizon), c)
+        belief = self._forecast_grid(grid.filtered_mean[series, last], cov[series, last], int(horizon))
         mean, cov = belief.mean, belief.cov
         if sequences.layout.single:
             mean, cov = mean[0], cov[0]

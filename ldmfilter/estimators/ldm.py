@@ -34,6 +34,9 @@ from .persistence import save_model
 __all__ = ["LDMFilter"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DEFAULT_EPOCHS = 20  # the paper's
+MIN_UPDATES = 1000  # optimiser steps that max_epochs=None guarantees
+AUTO_WINDOW = 64
 
 
 def _cpu_settings(method):
@@ -87,7 +90,10 @@ class LDMFilter(StateSpaceEstimator):
     predictor : {"kalman", "rnn"}
         The Kalman predictor, or the paper's LSTM Gaussian predictor (identifiability
         experiment; it has no state beliefs, so ``filter``/``forecast`` are unavailable).
-    max_epochs, batch_size : int
+    max_epochs : int or None
+        Passes over the training windows.  None: 20, or more when the data are few, so that
+        training makes at least ``MIN_UPDATES`` optimiser steps.
+    batch_size : int
     learning_rate : float
         Encoder learning rate (the paper: 0.005 · 8 / 256); the predictor learns ×100 faster,
         a noise head ×0.03 (``lr_multipliers`` overrides).
@@ -96,8 +102,10 @@ class LDMFilter(StateSpaceEstimator):
     schedule : {"step", "linear", "cosine", "constant"}
     entropy_weight : float
         ``λ`` of the F_MI form.
-    window : int, optional
-        Train on windows of this many steps (default: whole sequences).
+    window : int, "auto" or None
+        Train on windows of this many steps; None: whole sequences; ``"auto"``: whole sequences
+        when there are at least ``batch_size`` series, else overlapping windows of
+        ``AUTO_WINDOW`` steps (one long DataFrame gives many training windows).
     normalize : {"auto", "feature", "global", "none"}
         Input standardisation, stored with the model.
     dtype : {"float32", "float64"}
@@ -123,14 +131,14 @@ class LDMFilter(StateSpaceEstimator):
         noise: str = "fixed",
         objective: str = "stopgrad",
         predictor: str = "kalman",
-        max_epochs: int = 20,
+        max_epochs: int | None = None,
         batch_size: int = 8,
         learning_rate: float = 0.005 * 8 / 256,
         weight_decay: float = 1e-4,
         lr_multipliers: dict | None = None,
         schedule: str = "step",
         entropy_weight: float = 1.0,
-        window: int | None = None,
+        window: int | str | None = "auto",
         normalize: str = "auto",
         dtype: str = "float32",
         random_state: int = 0,
@@ -156,8 +164,12 @@ class LDMFilter(StateSpaceEstimator):
             raise ValueError(f"predictor must be 'kalman' or 'rnn', got {self.predictor!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.window is not None and self.window != "auto" and not isinstance(self.window, (int, np.integer)):
+            raise ValueError(f"window must be an integer, 'auto' or None, got {self.window!r}")
         for name in ("max_epochs", "batch_size", "latent_dim", "state_dim"):
             value = getattr(self, name)
+            if name == "max_epochs" and value is None:
+                continue
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.predictor == "kalman" and self.latent_dim > self.state_dim:
@@ -175,9 +187,21 @@ class LDMFilter(StateSpaceEstimator):
         noise = make_noise(self.noise, obs_shape, self.latent_dim, self.hidden)
         return LatentKalmanFilter(encoder, dynamics, noise, normalizer)
 
-    def _trainer(self, reload_every_epoch: bool) -> L.Trainer:
+    def _training_plan(self, n_series: int, steps: int) -> tuple[int | None, int | None, int]:
+        """Window length, stride and number of epochs for data of ``n_series`` × ``steps``."""
+        window, stride = self.window, None
+        if window == "auto":
+            window = None if n_series >= self.batch_size else min(steps, AUTO_WINDOW)
+            stride = None if window is None else max(1, window // 4)
+        if self.max_epochs is not None:
+            return window, stride, int(self.max_epochs)
+        windows = n_series * (1 if window is None else len(range(0, steps - window + 1, stride or window)))
+        batches = math.ceil(windows / self.batch_size)
+        return window, stride, max(DEFAULT_EPOCHS, math.ceil(MIN_UPDATES / batches))
+
+    def _trainer(self, reload_every_epoch: bool, epochs: int) -> L.Trainer:
         options = dict(
-            max_epochs=self.max_epochs,
+            max_epochs=epochs,
             accelerator="auto",
             devices=1,
             logger=False,
@@ -296,11 +320,13 @@ class LDMFilter(StateSpaceEstimator):
             vals, obs, _ = as_sequences(array, "epoch_data(epoch)", schema.obs_shape)
             return self._to_tensor(vals), torch.as_tensor(obs)
 
+        window, stride, epochs = self._training_plan(x.shape[0], x.shape[1])
         data = SequenceDataModule(
             x,
             mask,
             self.batch_size,
-            self.window,
+            window,
+            stride,
             epoch_data=None if epoch_data is None else (lambda epoch: checked(epoch_data(epoch))),
             seed=self.random_state,
         )
@@ -316,7 +342,7 @@ class LDMFilter(StateSpaceEstimator):
             seed=self.random_state,
         )
         with self._quiet():
-            self._trainer(epoch_data is not None).fit(self.module_, datamodule=data)
+            self._trainer(epoch_data is not None, epochs).fit(self.module_, datamodule=data)
         self.model_ = self.module_.model.cpu().eval()
         self.model_.zero_grad(set_to_none=True)
         self.loss_history_ = list(self.module_.loss_history)

@@ -4,6 +4,20 @@ input schema (observation shape, channel names, observation dims, frequency).
 Written atomically (a temporary file in the same folder, then a rename) and read with
 ``torch.load(weights_only=True)``, so a file from a stranger cannot run code.  The file holds a
 format tag and a version: a foreign, corrupt, truncated or newer file gives a clear error.
+
+Every estimator class that can be saved is registered under its class name, which the file
+records: the package's own in ``BUILTIN_ESTIMATORS`` (imported when first needed), others with
+:func:`register_estimator`.  A registered class provides
+
+* ``_state_dict()`` → a flat dict of tensors (its fitted weights and parameters; ``LDMFilter``:
+  its network's ``state_dict``), and
+* ``_restore(schema, state_dict, readouts, target_names)`` on an instance built from the saved
+  hyper-parameters, which rebuilds the fitted model;
+* optionally ``_derived_readouts``: read-outs rebuilt by ``_restore`` from the state (not stored).
+
+Hyper-parameters are stored as JSON; tensors and arrays among them (e.g. given parameter
+values) are stored as tensors beside it, and a projection front end by its ``spec()``.  A model
+holding user-supplied Python functions cannot be saved (no code goes into a file).
 """
 
 from __future__ import annotations
@@ -14,40 +28,118 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "save_model", "load_model"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "ESTIMATORS", "BUILTIN_ESTIMATORS", "register_estimator", "estimator_class", "save_model", "load_model"]
 
 FORMAT = "ldmfilter-model"
 FORMAT_VERSION = 2  # 1: no read-outs or schema beyond the observation shape
 
+ESTIMATORS: dict[str, type] = {}  # class name → class, filled by ``register_estimator``
+BUILTIN_ESTIMATORS = {  # class name → module of this package; imported (and so registered) when first needed
+    "LDMFilter": "ldm",
+    "KalmanFilter": "kalman",
+    "ExtendedKalmanFilter": "nonlinear",
+    "UnscentedKalmanFilter": "nonlinear",
+}
 
-def _hyper_parameters(estimator) -> str:
-    """The constructor arguments as JSON (``trainer_kwargs`` only when JSON-serialisable)."""
+
+def register_estimator(cls: type) -> type:
+    """Class decorator: make ``cls`` loadable by :func:`load_model` (under its class name)."""
+    ESTIMATORS[cls.__name__] = cls
+    return cls
+
+
+def estimator_class(name) -> type | None:
+    """The registered class of that name (importing a built-in one on first use), or None."""
+    if name not in ESTIMATORS and name in BUILTIN_ESTIMATORS:
+        import importlib
+
+        module = importlib.import_module(f"{__package__}.{BUILTIN_ESTIMATORS[name]}")
+        ESTIMATORS.setdefault(name, getattr(module, name))
+    return ESTIMATORS.get(name)
+
+
+def _encode(value, tensors: dict, path: str):
+    """A hyper-parameter as JSON-able data; tensors and arrays go to ``tensors``."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        key = f"t{len(tensors)}"
+        tensors[key] = torch.as_tensor(np.asarray(value) if isinstance(value, np.ndarray) else value.detach().cpu()).clone()
+        return {"__tensor__": key}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v, tensors, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, (set, frozenset)):
+        return sorted(_encode(v, tensors, path) for v in value)
+    if isinstance(value, dict):
+        if not all(isinstance(k, str) for k in value):
+            raise ValueError(f"cannot save hyper-parameter {path}: its dict keys must be strings")
+        return {"__dict__": {k: _encode(v, tensors, f"{path}[{k!r}]") for k, v in value.items()}}
+    if hasattr(value, "spec") and hasattr(value, "load_state_dict") and not isinstance(value, torch.nn.Module):
+        return {"__projection__": value.spec()}
+    kind = "a Python function" if callable(value) else f"a {type(value).__name__}"
+    raise ValueError(
+        f"cannot save hyper-parameter {path}: it is {kind}, and model files hold no code "
+        "(give the model as arrays, or use a built-in transition such as transition='mlp')"
+    )
+
+
+def _decode(value, tensors: dict):
+    if isinstance(value, list):
+        return [_decode(v, tensors) for v in value]
+    if isinstance(value, dict):
+        if "__tensor__" in value:
+            return tensors[value["__tensor__"]]
+        if "__projection__" in value:
+            from .projection import projection_from_spec
+
+            return projection_from_spec(value["__projection__"])
+        items = value["__dict__"] if set(value) == {"__dict__"} else value  # plain dicts: files before the registry
+        return {k: _decode(v, tensors) for k, v in items.items()}
+    return value
+
+
+def _hyper_parameters(estimator) -> tuple[str, dict]:
+    """The constructor arguments as JSON (``trainer_kwargs`` only when JSON-serialisable), and tensors."""
     names = [p for p in inspect.signature(type(estimator).__init__).parameters if p != "self"]
     params = {name: getattr(estimator, name) for name in names}
-    try:
-        json.dumps(params.get("trainer_kwargs"))
-    except TypeError:  # callbacks and other objects: a training setting, not needed to filter
-        params["trainer_kwargs"] = None
-    return json.dumps(params)
+    if "trainer_kwargs" in params:
+        try:
+            json.dumps(params["trainer_kwargs"])
+        except TypeError:  # callbacks and other objects: a training setting, not needed to filter
+            params["trainer_kwargs"] = None
+    tensors: dict = {}
+    encoded = {name: _encode(value, tensors, name) for name, value in params.items()}
+    return json.dumps(encoded), tensors
 
 
 def save_model(estimator, path) -> Path:
     """Write a fitted estimator to ``path`` atomically; returns the path."""
     estimator._check_fitted()
+    name = type(estimator).__name__
+    if estimator_class(name) is not type(estimator):
+        raise TypeError(f"{name} is not a registered estimator class; cannot save it")
     path = Path(path)
+    params, param_tensors = _hyper_parameters(estimator)
+    derived = set(getattr(estimator, "_derived_readouts", ()))
+    state_dict = estimator._state_dict() if hasattr(estimator, "_state_dict") else estimator.model_.state_dict()
     payload = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
-        "estimator": type(estimator).__name__,
-        "params": _hyper_parameters(estimator),
+        "estimator": name,
+        "params": params,
+        "param_tensors": param_tensors,
         "obs_shape": list(estimator.schema_.obs_shape),
         "schema": json.dumps(estimator.schema_.to_dict()),
-        "state_dict": estimator.model_.state_dict(),
+        "state_dict": state_dict,
         "readouts": {
             space: {"spec": json.dumps(readout.spec()), "state_dict": readout.state_dict()}
             for space, readout in getattr(estimator, "readouts_", {}).items()
+            if space not in derived
         },
         "target_names": json.dumps(list(getattr(estimator, "target_names_", ())) or None),
     }
@@ -63,7 +155,7 @@ def save_model(estimator, path) -> Path:
 
 
 def load_model(path):
-    """Read a model file written by :func:`save_model`.
+    """Read a model file written by :func:`save_model` (any registered estimator).
 
     Raises
     ------
@@ -71,11 +163,11 @@ def load_model(path):
         No such file.
     ValueError
         Not an ldmfilter model file (foreign, corrupt or truncated), or written by a newer
-        version of ldmfilter, or whose weights do not fit its hyper-parameters.
+        version of ldmfilter, or of an unknown estimator, or whose weights do not fit its
+        hyper-parameters.
     """
     from ..io import InputSchema
     from ..nn.readout import readout_from_spec
-    from .ldm import LDMFilter
 
     path = Path(path)
     if not path.is_file():
@@ -92,10 +184,14 @@ def load_model(path):
             f"{path} was written by a newer ldmfilter (file format {version}, this version reads up to "
             f"{FORMAT_VERSION}); upgrade ldmfilter"
         )
-    if payload.get("estimator") != "LDMFilter":
-        raise ValueError(f"{path} holds an unknown estimator {payload.get('estimator')!r}")
+    name = payload.get("estimator")
+    cls = estimator_class(name) if isinstance(name, str) else None
+    if cls is None:
+        known = sorted(set(ESTIMATORS) | set(BUILTIN_ESTIMATORS))
+        raise ValueError(f"{path} holds an unknown estimator {name!r}; this version reads {known}")
     try:
-        estimator = LDMFilter(**json.loads(payload["params"]))
+        params = _decode({"__dict__": json.loads(payload["params"])}, payload.get("param_tensors", {}))
+        estimator = cls(**params)
         if version == 1:
             schema, readouts, target_names = InputSchema(tuple(payload["obs_shape"])), {}, None
         else:

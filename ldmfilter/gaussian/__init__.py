@@ -10,6 +10,8 @@ from .forecast import kalman_forecast
 from .kalman import FilterResult, kalman_filter
 from .moments import PropagatedMoments, cubature, linearize, propagate, unscented
 from .nonlinear import nonlinear_filter
+from .nonlinear_forecast import nonlinear_forecast
+from .nonlinear_smoother import nonlinear_smoother
 from .scoring import predictive_log_likelihood
 from .smoother import SmootherResult, kalman_smoother
 from .linalg import NotPositiveDefiniteError, cholesky, cholesky_solve, logdet_from_cholesky, symmetrize, triangular_solve
@@ -27,6 +29,8 @@ __all__ = [
     "linear_gaussian_log_likelihood",
     "kalman_forecast",
     "nonlinear_filter",
+    "nonlinear_smoother",
+    "nonlinear_forecast",
     "predictive_log_likelihood",
     "PropagatedMoments",
     "linearize",

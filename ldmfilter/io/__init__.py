@@ -4,6 +4,7 @@ from .arrays import as_sequences, check_numeric
 from .convert import to_sequences
 from .layout import InputSchema, SeriesLayout, Sequences
 from .timegrid import TimeGrid, time_grid
+from .files import read_table, write_result
 
 __all__ = [
     "as_sequences",
@@ -14,4 +15,6 @@ __all__ = [
     "Sequences",
     "TimeGrid",
     "time_grid",
+    "read_table",
+    "write_result",
 ]

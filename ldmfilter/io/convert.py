@@ -30,7 +30,8 @@ def to_sequences(X, name: str = "X", schema: InputSchema | None = None, min_step
     name : str
         The argument's name in error messages.
     schema : InputSchema, optional
-        What the model was fitted on; ``X`` must match it (channel names are matched by name).
+        What the model was fitted on; ``X`` must match it (channel names are matched by name,
+        and time indexes are placed on grids of the model's time step, ``schema.frequency``).
     min_steps : int
         Fewest time steps a series may have.
 
@@ -41,14 +42,15 @@ def to_sequences(X, name: str = "X", schema: InputSchema | None = None, min_step
         The schema of ``X`` (equal to ``schema`` when given, apart from the frequency).
     """
     feature_names = None if schema is None else schema.feature_names
+    frequency = None if schema is None else schema.frequency
     obs_dims, coords, series_name, time_name = None, {}, "series", "time"
     if is_xarray(X):
         series, names, grids, labels, single, obs_dims, coords = xarray_series(
-            X, name, None if schema is None else schema.obs_dims, feature_names
+            X, name, None if schema is None else schema.obs_dims, feature_names, frequency
         )
         kind = "xarray"
     elif is_pandas(X):
-        series, names, grids, labels, kind, single, series_name, time_name = pandas_series(X, name, feature_names)
+        series, names, grids, labels, kind, single, series_name, time_name = pandas_series(X, name, feature_names, frequency)
     else:
         series, single = numpy_series(X, name, None if schema is None else schema.obs_shape)
         names, grids, labels, kind = None, [None] * len(series), tuple(range(len(series))), "array"

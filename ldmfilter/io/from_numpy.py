@@ -27,6 +27,9 @@ def numpy_series(X, name: str, obs_shape: tuple | None) -> tuple[list[np.ndarray
     single : bool
         The input had no series axis.
     """
+    if isinstance(X, (list, tuple)) and any(type(item).__module__.split(".")[0] in ("pandas", "xarray") for item in X):
+        kinds = sorted({type(item).__name__ for item in X})
+        raise TypeError(f"{name} mixes {kinds}; pass a list of DataFrames only, or of numpy arrays only")
     if isinstance(X, (list, tuple)) and len(X) and all(isinstance(item, np.ndarray) for item in X):
         parts = [numpy_series(item, f"{name}[{i}]", obs_shape) for i, item in enumerate(X)]
         if any(not single for _, single in parts):

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from .arrays import check_numeric
-from .timegrid import TimeGrid, time_grid
+from .timegrid import time_grids
 
 __all__ = ["frame_values", "pandas_series", "is_pandas"]
 
@@ -17,17 +17,17 @@ def is_pandas(X) -> bool:
     )
 
 
-def frame_values(frame, name: str, feature_names: tuple | None) -> tuple[np.ndarray, tuple, TimeGrid]:
-    """One DataFrame/Series → (values (T, D), column names, time grid).
+def frame_values(frame, name: str, feature_names: tuple | None) -> tuple[np.ndarray, tuple, pd.Index]:
+    """One DataFrame/Series → (values (T, D), column names, time index).
 
     Columns are matched to ``feature_names`` by name (reordered when given in another order).
 
     Raises
     ------
     TypeError
-        Non-numeric columns, or an index that is neither datetimes nor numbers.
+        Non-numeric columns.
     ValueError
-        Columns different from ``feature_names``, duplicated column names, bad time index.
+        Columns different from ``feature_names``, duplicated column names.
     """
     if isinstance(frame, pd.Series):
         frame = frame.to_frame(name=frame.name if frame.name is not None else "value")
@@ -49,13 +49,21 @@ def frame_values(frame, name: str, feature_names: tuple | None) -> tuple[np.ndar
         frame = frame.loc[:, [frame.columns[columns.index(c)] for c in feature_names]]
         columns = tuple(feature_names)
     values = check_numeric(frame.to_numpy(dtype=np.float64, na_value=np.nan), name)
-    return values, columns, time_grid(frame.index, f"{name}'s index")
+    return values, columns, frame.index
 
 
 def _split_long(frame: pd.DataFrame, name: str) -> tuple[list, list, str]:
     """A long table indexed by (series, time) → per-series frames indexed by time."""
     if frame.index.nlevels != 2:
         raise ValueError(f"{name} has a {frame.index.nlevels}-level index; a long table is indexed by (series, time)")
+    first, second = frame.index.levels[0], frame.index.levels[1]
+    if isinstance(first, pd.DatetimeIndex) and not (
+        isinstance(second, pd.DatetimeIndex) or pd.api.types.is_numeric_dtype(second.dtype)
+    ):
+        raise ValueError(
+            f"{name} looks indexed by (time, series): its first index level holds timestamps; a long table is "
+            "indexed by (series, time) (use df.swaplevel().sort_index())"
+        )
     level = frame.index.names[0] or "series"
     ids, frames = [], []
     for key, part in frame.groupby(level=0, sort=False):
@@ -64,8 +72,12 @@ def _split_long(frame: pd.DataFrame, name: str) -> tuple[list, list, str]:
     return ids, frames, str(level)
 
 
-def pandas_series(X, name: str, feature_names: tuple | None):
-    """Per-series values, column names, grids, series labels, kind, single flag and series axis name."""
+def pandas_series(X, name: str, feature_names: tuple | None, frequency: str | None = None):
+    """Per-series values, column names, grids, series labels, kind, single flag, series and time axis names.
+
+    The series' time grids share one step: ``frequency`` (the model's) when given, else the
+    finest step of the series (see :func:`~ldmfilter.io.timegrid.time_grids`).
+    """
     series_name = "series"
     if isinstance(X, pd.DataFrame) and isinstance(X.index, pd.MultiIndex):
         labels, frames, series_name = _split_long(X, name)
@@ -76,10 +88,11 @@ def pandas_series(X, name: str, feature_names: tuple | None):
     else:
         labels, frames, kind, single = list(range(len(X))), list(X), "frames", False
         names = [f"{name}[{i}]" for i in labels]
-    values, grids, columns = [], [], feature_names
+    values, indexes, columns = [], [], feature_names
     for frame, label in zip(frames, names):
-        v, columns, grid = frame_values(frame, label, columns)
+        v, columns, index = frame_values(frame, label, columns)
         values.append(v)
-        grids.append(grid)
+        indexes.append(index)
+    grids = time_grids(indexes, [f"{label}'s index" for label in names], frequency)
     time_name = grids[0].index.name or "time"
     return values, columns, grids, tuple(labels), kind, single, str(series_name), str(time_name)

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .arrays import check_numeric
-from .timegrid import time_grid
+from .timegrid import time_grids
 
 __all__ = ["is_xarray", "xarray_series"]
 
@@ -34,7 +34,7 @@ def _observation_dims(dims: list[str], name: str) -> tuple[str, ...]:
     return tuple(dims)
 
 
-def xarray_series(X, name: str, schema_dims: tuple | None, feature_names: tuple | None):
+def xarray_series(X, name: str, schema_dims: tuple | None, feature_names: tuple | None, frequency: str | None = None):
     """Per-series values, feature names, grids, labels, single flag, obs dims and their coordinates.
 
     Raises
@@ -66,6 +66,8 @@ def xarray_series(X, name: str, schema_dims: tuple | None, feature_names: tuple 
         names = tuple(str(c) for c in coords[obs_dims[0]]) if obs_dims[0] in coords else None
     elif not obs_dims:
         names = (str(X.name) if X.name is not None else "value",)
+    if names is not None and len(set(names)) != len(names):
+        raise ValueError(f"{name} has duplicated channel names: {sorted({c for c in names if names.count(c) > 1})}")
     if names is not None and feature_names is not None and names != tuple(feature_names):
         if set(names) != set(feature_names):
             raise ValueError(f"{name} has channels {list(names)}, but the model was fitted on {list(feature_names)}")
@@ -73,6 +75,6 @@ def xarray_series(X, name: str, schema_dims: tuple | None, feature_names: tuple 
         values, names = values[..., order], tuple(feature_names)
         coords[obs_dims[0]] = coords[obs_dims[0]][order]
     index = X.indexes["time"] if "time" in X.indexes else pd.RangeIndex(X.sizes["time"], name="time")
-    grid = time_grid(index, f"{name}'s time coordinate")
+    (grid,) = time_grids([index], [f"{name}'s time coordinate"], frequency)
     labels = (0,) if single else tuple(X["series"].values.tolist() if "series" in X.coords else range(X.sizes["series"]))
     return list(values), names, [grid] * len(values), labels, single, obs_dims, coords

@@ -32,7 +32,8 @@ class Standardizer(nn.Module):
         units); ``"global"``: per-feature mean and one shared scale (frames, where a per-pixel
         scale would blow up the noise of rarely lit pixels); ``"auto"``: ``"feature"`` for vector
         observations, ``"global"`` for frames; ``"none"``: identity.  Scales are floored at
-        ``1e-8`` times the largest, so constant features stay finite.
+        ``1e-8`` times the largest, so constant features stay finite.  NaN values (missing channels)
+        are left out of the statistics.
         """
         if kind not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {kind!r}")
@@ -44,7 +45,13 @@ class Standardizer(nn.Module):
             frames = frames[mask.reshape(-1)]
         if kind == "auto":
             kind = "feature" if obs_ndim == 1 else "global"
-        variance, mean = torch.var_mean(frames, dim=0, correction=0)  # one pass, no centred copy
+        if bool(torch.isnan(frames).any()):  # missing values inside observed frames
+            mean = frames.nanmean(0)
+            variance = (frames - mean).square().nanmean(0)
+            if bool(torch.isnan(mean).any()):
+                raise ValueError("a feature is missing (NaN) in every observed frame; its scale is unknown")
+        else:
+            variance, mean = torch.var_mean(frames, dim=0, correction=0)  # one pass, no centred copy
         if kind == "feature":
             scale = variance.sqrt()
             scale = scale.clamp_min(1e-8 * float(scale.max().clamp_min(1e-30)))

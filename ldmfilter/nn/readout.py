@@ -16,9 +16,10 @@ from torch import nn
 from ..gaussian import propagate
 from .encoders import make_mlp
 
-__all__ = ["fit_affine", "LinearReadout", "MLPReadout", "readout_from_spec", "MIN_NOISE_FRACTION"]
+__all__ = ["fit_affine", "LinearReadout", "MLPReadout", "readout_from_spec", "MIN_NOISE_FRACTION", "PENALTIES"]
 
 MIN_NOISE_FRACTION = 0.05
+PENALTIES = (0.0, 1e-3, 1e-2, 0.1, 0.3, 1.0)  # the linear read-out's candidate λ (see LinearReadout.fit)
 
 
 def _rows(features: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,16 +28,24 @@ def _rows(features: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, 
     return x, y
 
 
-def fit_affine(features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def fit_affine(
+    features: torch.Tensor, targets: torch.Tensor, feature_cov: torch.Tensor | None = None, penalty: float = 1.0
+) -> torch.Tensor:
     """Least-squares affine map from features to targets, in float64.
 
-    Rows whose targets are all NaN are left out; a target column with NaN in other rows is
-    fitted on its own observed rows.
+    With ``feature_cov`` the features are uncertain, ``h_t ~ N(m_t, P_t)``, and the map minimises
+    ``Σ_t ‖y_t − W m_t − b‖² + λ tr(W P_t Wᵀ)`` (``λ = penalty``; at 1 this is the expected squared
+    error under the beliefs): directions the features barely determine get small weights.  Rows whose targets are all NaN
+    are left out; a target column with NaN in other rows is fitted on its own observed rows.
 
     Parameters
     ----------
     features : Tensor, shape (*lead, F)
     targets : Tensor, shape (*lead, D)
+    feature_cov : Tensor, shape (F, F), optional
+        The average covariance ``P̄`` of the features.
+    penalty : float
+        ``λ ≥ 0``.
 
     Returns
     -------
@@ -46,11 +55,19 @@ def fit_affine(features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     x, y = _rows(features, targets)
     design = torch.cat([x, torch.ones_like(x[:, :1])], 1)
     present = ~torch.isnan(y)
-    complete = present.all(1)
-    if bool(complete.all()) or bool((present == present.any(1, keepdim=True)).all()):
-        return torch.linalg.lstsq(design[complete], y[complete], driver="gelsd").solution
-    columns = [torch.linalg.lstsq(design[present[:, d]], y[present[:, d], d : d + 1], driver="gelsd").solution for d in range(y.shape[1])]
-    return torch.cat(columns, 1)
+
+    def solve(rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        a, b = design[rows], values[rows]
+        if feature_cov is not None:  # Σ_t P_t as extra rows: [m_t 1] rows plus root(n P̄)ᵀ rows with target 0
+            scaled = penalty * a.shape[0] * feature_cov.to(torch.float64)
+            root = torch.linalg.cholesky(scaled + 1e-12 * torch.eye(x.shape[1], dtype=torch.float64))
+            a = torch.cat([a, torch.cat([root.mT, torch.zeros_like(root[:, :1])], 1)])
+            b = torch.cat([b, torch.zeros(root.shape[0], b.shape[1], dtype=b.dtype)])
+        return torch.linalg.lstsq(a, b, driver="gelsd").solution
+
+    if bool((present == present.any(1, keepdim=True)).all()):  # whole rows missing, or none
+        return solve(present.all(1), y)
+    return torch.cat([solve(present[:, d], y[:, d : d + 1]) for d in range(y.shape[1])], 1)
 
 
 def _lead_mean(cov: torch.Tensor) -> torch.Tensor:
@@ -82,11 +99,26 @@ def _noise_from_residuals(residual: torch.Tensor, propagated: torch.Tensor | Non
     return 0.5 * (noise + noise.mT)
 
 
+def _marginal_nll(residual: torch.Tensor, cov: torch.Tensor) -> float:
+    """Mean Gaussian NLL (up to a constant) of residuals under ``N(0, cov)``; marginal when NaN are present."""
+    var = cov.diagonal()
+    if bool(torch.isnan(residual).any()) or cov.shape[0] > 64:
+        present = ~torch.isnan(residual)
+        terms = torch.where(present, residual**2 / var + var.log(), torch.zeros((), dtype=residual.dtype))
+        return float(terms.sum() / present.sum())
+    factor = torch.linalg.cholesky(cov)
+    whitened = torch.linalg.solve_triangular(factor, residual.mT, upper=False)
+    return float((whitened**2).sum(0).mean() + 2 * factor.diagonal().log().sum())
+
+
 class LinearReadout(nn.Module):
-    """``y = W h + b + ε``, ``ε ~ N(0, Σ)``, fitted on detached filtered state means.
+    """``y = W h + b + ε``, ``ε ~ N(0, Σ)``, fitted on detached filtered state beliefs.
 
     Pushing a state belief ``N(m, P)`` through it gives ``N(W m + b, W P Wᵀ + Σ)`` exactly.
-    ``Σ`` is the covariance of the training residuals minus the average state uncertainty that
+    ``W`` minimises a penalised squared error (see :func:`fit_affine`) whose penalty ``λ`` is
+    picked from ``PENALTIES`` by the Gaussian likelihood of the training targets under these
+    moments: least squares (``λ = 0``) when the beliefs are sharp, smaller weights on state
+    directions the filter barely determines otherwise.  ``Σ`` is the covariance of the training residuals minus the average state uncertainty that
     the read-out already propagates (``W P̄ Wᵀ``), floored at a small fraction of the residual
     variance (``MIN_NOISE_FRACTION``), so that the state uncertainty is not counted twice.
 
@@ -132,12 +164,19 @@ class LinearReadout(nn.Module):
             raise ValueError(
                 f"state_mean {tuple(state_mean.shape)} and targets {tuple(targets.shape)} must share leading axes"
             )
-        coef = fit_affine(state_mean, targets)
-        weight, bias = coef[:-1].mT.contiguous(), coef[-1].clone()
         x, y = _rows(state_mean, targets)
-        residual = y - (x @ weight.mT + bias)
-        propagated = None if state_cov is None else weight @ _lead_mean(state_cov) @ weight.mT
-        return cls(weight, bias, _noise_from_residuals(residual, propagated, diagonal, coef.shape[0]))
+        mean_cov = None if state_cov is None else _lead_mean(state_cov)
+        best = None
+        for penalty in PENALTIES if mean_cov is not None else (0.0,):
+            coef = fit_affine(state_mean, targets, mean_cov, penalty)
+            weight, bias = coef[:-1].mT.contiguous(), coef[-1].clone()
+            residual = y - (x @ weight.mT + bias)
+            propagated = None if mean_cov is None else weight @ mean_cov @ weight.mT
+            noise = _noise_from_residuals(residual, propagated, diagonal, coef.shape[0])
+            score = _marginal_nll(residual, noise if propagated is None else propagated + noise)
+            if best is None or score < best[0]:
+                best = (score, weight, bias, noise)
+        return cls(*best[1:])
 
     def forward(self, mean: torch.Tensor, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Moments of the targets: mean (*lead, D) and covariance (*lead, D, D)."""

@@ -63,6 +63,8 @@ class GaussianMoments:
         """Closed-form marginal quantiles: shape (len(q), *lead, *event), or (*lead, *event) for scalar q."""
         q = probabilities(q)
         z = np.vectorize(NormalDist().inv_cdf, otypes=[float])(q)
+        if np.issubdtype(self.mean.dtype, np.floating):
+            z = z.astype(self.mean.dtype)  # float32 beliefs give float32 quantiles
         return self.mean + np.reshape(z, z.shape + (1,) * self.mean.ndim) * self.std
 
     def interval(self, coverage: float = 0.9) -> tuple[np.ndarray, np.ndarray]:

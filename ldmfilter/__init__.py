@@ -8,19 +8,29 @@ Estimators are imported lazily so that ``import ldmfilter.gaussian`` stays free 
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "LDMFilter", "load"]
+__all__ = [
+    "__version__",
+    "LDMFilter",
+    "KalmanFilter",
+    "ExtendedKalmanFilter",
+    "UnscentedKalmanFilter",
+    "PCAProjection",
+    "RandomProjection",
+    "load",
+]
+_ESTIMATORS = ("LDMFilter", "KalmanFilter", "ExtendedKalmanFilter", "UnscentedKalmanFilter", "PCAProjection", "RandomProjection")
 
 
 def load(path):
-    """Read a model file written by ``LDMFilter.save`` (see :func:`ldmfilter.estimators.load_model`)."""
+    """Read a model file written by an estimator's ``save`` (see :func:`ldmfilter.estimators.load_model`)."""
     from .estimators import load_model
 
     return load_model(path)
 
 
 def __getattr__(name):
-    if name == "LDMFilter":
-        from .estimators import LDMFilter
+    if name in _ESTIMATORS:
+        from . import estimators
 
-        return LDMFilter
+        return getattr(estimators, name)
     raise AttributeError(f"module 'ldmfilter' has no attribute {name!r}")

@@ -11,12 +11,14 @@ from ldmfilter.simulate import make_dotmotion
 def test_demo_quick_end_to_end(tmp_path, capsys):
     assert main(["demo", "--quick", "--quiet", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
-    for method in ("LDMFilter", "raw-frame regression", "PCA + Kalman filter"):
+    for method in ("LDMFilter", "raw-frame regression", "PCA + Kalman filter (EM)"):
         assert method in out
     written = sorted(p.name for p in (tmp_path / "demo").iterdir())
-    assert written == ["frames.png", "positions.png", "report.md"]
+    assert written == ["forecast.png", "frames.png", "positions.png", "report.md"]
     report = (tmp_path / "demo" / "report.md").read_text()
-    assert "| LDMFilter |" in report and "![positions.png](positions.png)" in report
+    assert "| LDMFilter |" in report
+    for figure in ("positions.png", "forecast.png", "frames.png"):
+        assert f"![{figure}]({figure})" in report
 
 
 def test_info_describes_a_saved_model(tmp_path, capsys):

@@ -23,7 +23,7 @@ from .base import StateSpaceEstimator
 from .persistence import save_model
 from .projection import ProjectedReadout, _Projection
 
-__all__ = ["ClassicalStateSpace", "DTYPES", "COVARIANCES", "as_parameter", "check_names", "data_driven_params"]
+__all__ = ["ClassicalStateSpace", "DTYPES", "COVARIANCES", "as_parameter", "check_names", "data_driven_params", "fill_parameters"]
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 COVARIANCES = ("Q", "R", "initial_cov")

@@ -83,7 +83,7 @@ class StableMatrix(nn.Module):
         Starting value; scaled down to spectral radius ``0.99 · max_radius`` when it is not below
         ``max_radius`` already.
     max_radius : float
-        ``ρ`` in (0, 1]... any positive bound; 1 gives stable dynamics.
+        ``ρ > 0``; at most 1 gives stable dynamics.
     """
 
     def __init__(self, value: torch.Tensor, max_radius: float = 0.999):
@@ -150,7 +150,7 @@ def optimise(
     parameters = [p for p in parameters if p.requires_grad]
     lr = OPTIMIZERS[optimizer] if learning_rate is None else float(learning_rate)
     if optimizer == "lbfgs":
-        opt = torch.optim.LBFGS(parameters, lr=lr, max_iter=1, history_size=20, line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS(parameters, lr=lr, max_iter=1, max_eval=30, history_size=20, line_search_fn="strong_wolfe")
     else:
         opt = torch.optim.Adam(parameters, lr=lr)
     best = [math.inf]
@@ -172,7 +172,7 @@ def optimise(
 
     history: list[float] = []
     for _ in range(n_iter if parameters else 0):
-        loss = float(opt.step(closure))  # the loss at the parameters before this step
+        loss = float(opt.step(closure).detach())  # the loss at the parameters before this step
         if not math.isfinite(loss):
             raise FloatingPointError(f"the likelihood became {loss} during optimisation; try a smaller learning_rate")
         history.append(loss)

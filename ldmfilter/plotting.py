@@ -45,6 +45,7 @@ def plot_result(
     history=None,
     max_variables: int = 6,
     frames=None,
+    title: str | None = None,
 ):
     """Means with central-interval bands over time, one panel per variable.
 
@@ -66,6 +67,8 @@ def plot_result(
         A filter result of the same series drawn before a forecast.
     frames : array, optional
         Input frames for frame-valued observations.
+    title : str, optional
+        Figure title (default: the result type and space).
 
     Returns
     -------
@@ -79,7 +82,7 @@ def plot_result(
     moments = result.space(space)
     lead = 1 if result.layout.single else 2
     if moments.mean.ndim - lead > 1:
-        return plot_frames(result, frames, series=series)
+        return plot_frames(result, frames, series=series, title=title)
     names = variable_names(result, space)
     chosen = list(range(min(len(names), max_variables))) if variables is None else [
         names.index(str(v)) if not isinstance(v, (int, np.integer)) else int(v) for v in variables
@@ -102,7 +105,8 @@ def plot_result(
             ax.plot(time, observed[:, k], "k.", ms=2.5, label="data")
         ax.set_ylabel(names[k], fontsize=8)
     axes[0, 0].legend(loc="upper right", fontsize=7, ncol=len(levels) + 2)
-    fig.suptitle(f"{type(result).__name__}: {space}" + (f", series {result.layout.series[series]!r}" if not result.layout.single else ""))
+    default = f"{type(result).__name__}: {space}" + (f", series {result.layout.series[series]!r}" if not result.layout.single else "")
+    fig.suptitle(title or default, fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -114,7 +118,7 @@ def _image(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
-def plot_frames(result, frames, *, series: int = 0, steps=None, count: int = 8):
+def plot_frames(result, frames, *, series: int = 0, steps=None, count: int = 8, title: str | None = None):
     """Input frames (top row) beside the observation read-out's mean reconstructions (bottom row).
 
     Parameters
@@ -126,6 +130,7 @@ def plot_frames(result, frames, *, series: int = 0, steps=None, count: int = 8):
     series : int
     steps : sequence of int, optional
         Rows to show (default: ``count`` evenly spaced).
+    title : str, optional
 
     Returns
     -------
@@ -150,5 +155,7 @@ def plot_frames(result, frames, *, series: int = 0, steps=None, count: int = 8):
         axes[0, j].set_title(f"t={t}", fontsize=8)
     axes[0, 0].set_ylabel("input", fontsize=8)
     axes[1, 0].set_ylabel("read-out", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

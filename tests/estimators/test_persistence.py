@@ -93,3 +93,28 @@ def test_tampered_weights_are_refused(tmp_path, fitted):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         ldmfilter.load(tmp_path / "nope.ldm")
+
+
+@pytest.mark.parametrize("readout", ["linear", "mlp"])
+def test_round_trip_keeps_readouts_names_and_frequency(tmp_path, readout):
+    """A DataFrame model with a target read-out: the file keeps read-outs, channel names and the step."""
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    index = pd.date_range("2024-01-01", periods=60, freq="15min", name="when")
+    X = pd.DataFrame(rng.normal(size=(60, 3)), index=index, columns=["a", "b", "c"])
+    Y = pd.DataFrame({"level": X.sum(axis=1).cumsum()}, index=index)
+    model = ldmfilter.LDMFilter(state_dim=3, latent_dim=2, hidden=(8,), max_epochs=1, verbose=False)
+    model.fit(X, targets=Y, readout=readout)
+    loaded = ldmfilter.load(model.save(tmp_path / "frame.ldm"))
+    assert loaded.schema_ == model.schema_ and loaded.schema_.feature_names == ("a", "b", "c")
+    assert loaded.schema_.frequency == "15min" and loaded.target_names_ == ("level",)
+    assert type(loaded.readouts_["targets"]) is type(model.readouts_["targets"])
+    for method in ("filter", "smooth"):
+        before, after = getattr(model, method)(X), getattr(loaded, method)(X)
+        for space in ("state", "observations", "targets"):
+            np.testing.assert_array_equal(before.space(space).mean, after.space(space).mean)
+            np.testing.assert_array_equal(before.space(space).cov, after.space(space).cov)
+    pd.testing.assert_frame_equal(model.forecast(X, 4).to_pandas("targets"), loaded.forecast(X, 4).to_pandas("targets"))
+    with pytest.raises(ValueError, match="columns"):
+        loaded.filter(X.rename(columns={"c": "d"}))

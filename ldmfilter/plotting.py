@@ -7,11 +7,15 @@ import numpy as np
 __all__ = ["plot_result", "plot_frames"]
 
 
+def _check_series(result, series: int) -> None:
+    if not 0 <= series < result.layout.n_series:
+        raise ValueError(f"series must lie in [0, {result.layout.n_series}), got {series}")
+
+
 def _series_rows(result, array: np.ndarray, series: int) -> np.ndarray:
     """One series' rows of an array laid out like the result."""
     layout = result.layout
-    if not 0 <= series < layout.n_series:
-        raise ValueError(f"series must lie in [0, {layout.n_series}), got {series}")
+    _check_series(result, series)
     rows = len(result.time_index(series))
     return array[:rows] if layout.single else array[series, :rows]
 
@@ -78,6 +82,7 @@ def plot_result(
 
     from .results.tables import variable_names
 
+    _check_series(result, series)
     space = space or ("observations" if result.observations is not None else "state")
     moments = result.space(space)
     lead = 1 if result.layout.single else 2

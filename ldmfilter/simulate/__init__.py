@@ -8,6 +8,9 @@ Edge layer: numpy only (never imported by the maths or network layers).
   :class:`RandomMLPRenderer`, :func:`add_pixel_noise`.
 * :mod:`.dotmotion` — :func:`make_dotmotion` builds a :class:`DotMotion` data set with the
   paper's defaults; :func:`resample_noise` draws fresh pixel noise (every training epoch).
+* :mod:`.pendulum` — :func:`make_pendulum_video` builds a :class:`PendulumVideo` after the RKN
+  pendulum benchmark (a damped, noise-kicked pendulum in 24×24 frames with time-correlated
+  image noise; ``datasets/pendulum_video.md``).
 
 Example
 -------
@@ -20,6 +23,14 @@ Example
 
 from .dotmotion import EXPERIMENTS, DotMotion, make_dotmotion, random_noise_variance, resample_noise
 from .motions import as_generator, figure8, noisy_circle, rk4_step, square, square_phase_target, wobbly, wobbly_velocity
+from .pendulum import (
+    PENDULUM_SHAPES,
+    PendulumVideo,
+    correlated_noise_levels,
+    make_pendulum_video,
+    render_pendulum,
+    simulate_pendulum,
+)
 from .render import RandomMLPRenderer, add_pixel_noise, pixel_coordinates, render_blobs, swirl, swirl_source_coordinates
 
 __all__ = [
@@ -42,4 +53,10 @@ __all__ = [
     "swirl_source_coordinates",
     "RandomMLPRenderer",
     "add_pixel_noise",
+    "PendulumVideo",
+    "make_pendulum_video",
+    "simulate_pendulum",
+    "render_pendulum",
+    "correlated_noise_levels",
+    "PENDULUM_SHAPES",
 ]

@@ -147,7 +147,8 @@ def run_seed(settings: Settings, seed: int, log=print) -> dict:
     test = make_pendulum_video(settings.n_test, settings.steps, settings.size, seed=10_000 + seed)
     x_train, y_train, x_test = train.frames, train.targets, test.frames
     log(f"seed {seed}: data {time.perf_counter() - started:.0f} s "
-        f"({(test.noise_level < CLEAN).mean():.0%} clean and {(test.noise_level > NOISY).mean():.0%} pure-noise test frames)")
+        f"({(test.noise_level < CLEAN).mean():.0%} clean and {(test.noise_level > NOISY).mean():.0%} "
+        "pure-noise test frames)")
     rows = {}
 
     def report(name: str, row: dict) -> None:
@@ -166,9 +167,10 @@ def run_seed(settings: Settings, seed: int, log=print) -> dict:
         "fit_s": 0.0, "filter_s": 0.0,
     })
     began = time.perf_counter()
-    design = np.concatenate([train.flat_frames().reshape(-1, settings.size**2), np.ones((y_train[..., :1].size, 1), np.float32)], 1)
+    pixels = train.flat_frames().reshape(-1, settings.size**2)
+    design = np.concatenate([pixels, np.ones((pixels.shape[0], 1), np.float32)], 1)
     weights = np.linalg.lstsq(design.astype(np.float64), y_train.reshape(-1, 2), rcond=None)[0]
-    del design
+    del design, pixels
     fitted = time.perf_counter()
     prediction = (test.flat_frames() @ weights[:-1].astype(np.float32) + weights[-1]).astype(np.float64)
     report("linear regression on raw frames (no filter)", {
@@ -195,7 +197,8 @@ def run_seed(settings: Settings, seed: int, log=print) -> dict:
         lambda: LDMFilter(**settings.ldm_kwargs(), random_state=seed, verbose=False), x_train, y_train, x_test)
     kwargs = settings.ldm_kwargs()
     encoder = "linear encoder" if kwargs.get("hidden") == () else f"{kwargs.get('encoder', 'mlp')} encoder"
-    name = f"LDMFilter ({encoder}, noise={kwargs.get('noise', 'fixed')}, S={kwargs['state_dim']}, L={kwargs['latent_dim']})"
+    noise = kwargs.get("noise", "fixed")
+    name = f"LDMFilter ({encoder}, noise={noise}, S={kwargs['state_dim']}, L={kwargs['latent_dim']})"
     report(name, {**belief_scores(beliefs, test), "fit_s": fit_s, "filter_s": filter_s,
                   "train_s": model.training_seconds_})
     return rows
@@ -239,7 +242,8 @@ def render(rows: dict, settings: Settings, seeds: list, wall: float, quick: bool
         f"(seed 10000 + s); seeds s = {seeds} (models: random_state = s). "
         f"Clean: noise weight w < {CLEAN}; pure noise: w > {NOISY}.",
         "",
-        f"Settings: KalmanFilter S={settings.kf_state_dim}, {settings.kf_iter} EM iterations on PCA({settings.pca_components}); "
+        f"Settings: KalmanFilter S={settings.kf_state_dim}, {settings.kf_iter} EM iterations on "
+        f"PCA({settings.pca_components}); "
         f"UKF S={settings.ukf_state_dim}, residual MLP {tuple(s['ukf_hidden'])}, {settings.ukf_iter} Adam iterations "
         f"(learning rate {settings.ukf_learning_rate}) on {settings.ukf_train} training sequences, started from "
         f"EM, on PCA({settings.pca_components}); LDMFilter {settings.ldm_kwargs()}, other arguments default "

@@ -8,6 +8,7 @@ the read-outs from the state to observations and targets.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 import numpy as np
 import torch
 
@@ -23,7 +24,7 @@ FULL_COVARIANCE_MAX_DIM = 64  # observation spaces up to this size keep full cov
 READOUTS = ("linear", "mlp")
 
 
-class StateSpaceEstimator:
+class StateSpaceEstimator(ABC):
     """Shared ``filter`` / ``smooth`` / ``forecast`` / ``fit_readout`` of the estimators.
 
     Subclasses set ``schema_`` (an :class:`~ldmfilter.io.InputSchema`) when fitted and implement
@@ -37,11 +38,13 @@ class StateSpaceEstimator:
         if not hasattr(self, "schema_"):
             raise RuntimeError(f"this {type(self).__name__} is not fitted yet: call fit(X) first")
 
+    @abstractmethod
     def _filter_grid(self, values: np.ndarray, observed: np.ndarray) -> GridFilterResult:
-        raise NotImplementedError
+        """The filter over grid arrays ``values`` (n, T, *obs_shape), NaN where missing, and ``observed`` (n, T)."""
 
+    @abstractmethod
     def _transition(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        raise NotImplementedError
+        """The fitted transition ``A`` (S, S), ``Q`` (S, S) and offset ``c`` (S,) or None."""
 
     def _smooth_grid(self, grid: GridFilterResult) -> tuple[torch.Tensor, torch.Tensor]:
         """Smoothed means (n, T, S) and covariances over the grid; RTS with ``_transition()`` by default."""

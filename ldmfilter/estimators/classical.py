@@ -8,6 +8,7 @@ data-driven starting point of the linear model lives here too.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 import copy
 from pathlib import Path
 
@@ -161,8 +162,9 @@ class ClassicalStateSpace(StateSpaceEstimator):
         self.schema_ = schema
 
     # ------------------------------------------------------------------ read-outs
+    @abstractmethod
     def _observation_model(self):
-        raise NotImplementedError
+        """The fitted observation model, for the observation read-out."""
 
     def _observation_function_readout(self):
         return None
@@ -220,8 +222,9 @@ class ClassicalStateSpace(StateSpaceEstimator):
             self.target_names_ = tuple(target_names)
         self.schema_ = schema
 
+    @abstractmethod
     def _restore_model(self, state_dict: dict) -> None:
-        raise NotImplementedError
+        """Rebuild the fitted parameters from a model file's ``state_dict``."""
 
 
 def fill_parameters(

@@ -20,6 +20,7 @@ noisier than a complete one.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 import math
 
 import numpy as np
@@ -35,7 +36,7 @@ def _check_components(n_components) -> int:
     return int(n_components)
 
 
-class _Projection:
+class _Projection(ABC):
     """Shared fit / transform of the orthonormal projections."""
 
     kind = ""
@@ -48,8 +49,9 @@ class _Projection:
         return f"{type(self).__name__}({args})"
 
     # ------------------------------------------------------------------ fitting
+    @abstractmethod
     def _basis(self, centred: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Orthonormal basis (D, K) for centred training rows ``centred`` (N, D)."""
 
     def fit(self, rows) -> "_Projection":
         """Fit on observations ``rows`` (N, D), NaN where missing; returns self.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +17,7 @@ SPACES = ("state", "observations", "targets")
 
 
 @dataclass(frozen=True)
-class _Beliefs:
+class _Beliefs(ABC):
     """Gaussian beliefs over the state and, when the model has read-outs, the observations and targets.
 
     Arrays are laid out like the input: ``(n_series, T, …)``, or ``(T, …)`` for a single series;
@@ -64,9 +65,9 @@ class _Beliefs:
         """Central interval of one space: (lower, upper)."""
         return self.space(space).interval(coverage)
 
+    @abstractmethod
     def time_index(self, i: int = 0) -> pd.Index:
         """The time index of series ``i``'s rows."""
-        raise NotImplementedError
 
     def to_pandas(self, space: str | None = None, coverage: float = 0.9) -> pd.DataFrame:
         """Means, standard deviations and a central interval as a DataFrame.

@@ -11,7 +11,33 @@ from .kalman import at_step
 from .steps import predict
 from .validation import check_matrix, check_offset, check_psd, check_tensor
 
-__all__ = ["kalman_forecast"]
+__all__ = ["kalman_forecast", "check_forecast_start"]
+
+
+def check_forecast_start(mean, cov, horizon) -> tuple[torch.Tensor, torch.Tensor, int, torch.Size]:
+    """Validate a forecast's start belief and horizon.
+
+    Returns ``mean`` (*batch, S) and ``cov`` (*batch, S, S) as tensors of ``mean``'s dtype, the
+    horizon as an int ≥ 1, and the broadcast batch shape.
+    """
+    if isinstance(horizon, bool):
+        raise TypeError("horizon must be an int, got bool")
+    try:
+        horizon = operator.index(horizon)
+    except TypeError:
+        raise TypeError(f"horizon must be an int, got {type(horizon).__name__}") from None
+    if horizon < 1:
+        raise ValueError(f"horizon must be at least 1, got {horizon}")
+    mean = check_tensor(mean, "mean")
+    if mean.ndim < 1:
+        raise ValueError(f"mean must have shape (*batch, S), got {tuple(mean.shape)}")
+    dtype, device, state_dim = mean.dtype, mean.device, mean.shape[-1]
+    cov = check_tensor(cov, "cov", dtype, device)
+    if cov.ndim < 2 or cov.shape[-2:] != (state_dim, state_dim):
+        raise ValueError(f"cov must have shape (*batch, {state_dim}, {state_dim}), got {tuple(cov.shape)}")
+    check_psd(cov, "cov")
+    batch_shape = torch.broadcast_shapes(mean.shape[:-1], cov.shape[:-2])
+    return mean, cov, horizon, batch_shape
 
 
 def kalman_forecast(mean, cov, transition_matrix, transition_cov, horizon: int, transition_offset=None) -> GaussianBelief:
@@ -35,23 +61,8 @@ def kalman_forecast(mean, cov, transition_matrix, transition_cov, horizon: int, 
         ``mean`` of shape (*batch, horizon, S) and ``cov`` of shape (*batch, horizon, S, S); entry
         ``k`` is the belief ``k + 1`` steps ahead.
     """
-    if isinstance(horizon, bool):
-        raise TypeError("horizon must be an int, got bool")
-    try:
-        horizon = operator.index(horizon)
-    except TypeError:
-        raise TypeError(f"horizon must be an int, got {type(horizon).__name__}") from None
-    if horizon < 1:
-        raise ValueError(f"horizon must be at least 1, got {horizon}")
-    mean = check_tensor(mean, "mean")
-    if mean.ndim < 1:
-        raise ValueError(f"mean must have shape (*batch, S), got {tuple(mean.shape)}")
+    mean, cov, horizon, batch_shape = check_forecast_start(mean, cov, horizon)
     dtype, device, state_dim = mean.dtype, mean.device, mean.shape[-1]
-    cov = check_tensor(cov, "cov", dtype, device)
-    if cov.ndim < 2 or cov.shape[-2:] != (state_dim, state_dim):
-        raise ValueError(f"cov must have shape (*batch, {state_dim}, {state_dim}), got {tuple(cov.shape)}")
-    check_psd(cov, "cov")
-    batch_shape = torch.broadcast_shapes(mean.shape[:-1], cov.shape[:-2])
     args = (state_dim, state_dim, horizon, batch_shape, dtype, device)
     A = check_matrix(transition_matrix, "transition_matrix", *args)
     Q = check_matrix(transition_cov, "transition_cov", *args)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import operator
 from typing import Callable
 
 import torch
 
 from .belief import GaussianBelief
+from .forecast import check_forecast_start
 from .kalman import at_step
 from .linalg import symmetrize
 from .moments import MOMENT_RULES, propagate
@@ -52,27 +52,12 @@ def nonlinear_forecast(
         belief ``k + 1`` steps ahead.  On an affine ``f`` this equals
         :func:`~ldmfilter.gaussian.kalman_forecast`.
     """
-    if isinstance(horizon, bool):
-        raise TypeError("horizon must be an int, got bool")
-    try:
-        horizon = operator.index(horizon)
-    except TypeError:
-        raise TypeError(f"horizon must be an int, got {type(horizon).__name__}") from None
-    if horizon < 1:
-        raise ValueError(f"horizon must be at least 1, got {horizon}")
     if method not in MOMENT_RULES:
         raise ValueError(f"method must be one of {sorted(MOMENT_RULES)}, got {method!r}")
     if not callable(transition_fn):
         raise TypeError(f"transition_fn must be callable, got {type(transition_fn).__name__}")
-    mean = check_tensor(mean, "mean")
-    if mean.ndim < 1:
-        raise ValueError(f"mean must have shape (*batch, S), got {tuple(mean.shape)}")
+    mean, cov, horizon, batch_shape = check_forecast_start(mean, cov, horizon)
     dtype, device, state_dim = mean.dtype, mean.device, mean.shape[-1]
-    cov = check_tensor(cov, "cov", dtype, device)
-    if cov.ndim < 2 or cov.shape[-2:] != (state_dim, state_dim):
-        raise ValueError(f"cov must have shape (*batch, {state_dim}, {state_dim}), got {tuple(cov.shape)}")
-    check_psd(cov, "cov")
-    batch_shape = torch.broadcast_shapes(mean.shape[:-1], cov.shape[:-2])
     Q = check_matrix(transition_cov, "transition_cov", state_dim, state_dim, horizon, batch_shape, dtype, device)
     check_psd(Q, "transition_cov")
     if transition_inputs is not None:

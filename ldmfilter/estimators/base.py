@@ -2,8 +2,9 @@
 
 ``filter``, ``smooth``, ``forecast`` and ``fit_readout`` on numpy, pandas and xarray input, with
 results labelled like the input.  A subclass provides the filter on regular grids and the
-transition model; this class does the conversions, the smoothing and forecasting maths calls and
-the read-outs from the state to observations and targets.
+transition model; this class does the conversions (observations, targets and control inputs),
+the smoothing and forecasting maths calls and the read-outs from the state to observations and
+targets.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from ..gaussian import FilterResult as GridFilterResult
 from ..gaussian import kalman_forecast, kalman_smoother
 from ..io import InputSchema, Sequences, to_sequences
+from ..io.controls import control_names_of, has_columns, hold_on_grid, split_control_columns
 from ..nn.readout import LinearReadout, MLPReadout
 from ..results import FilterResult, ForecastResult, GaussianMoments
 
@@ -28,9 +30,12 @@ class StateSpaceEstimator(ABC):
     """Shared ``filter`` / ``smooth`` / ``forecast`` / ``fit_readout`` of the estimators.
 
     Subclasses set ``schema_`` (an :class:`~ldmfilter.io.InputSchema`) when fitted and implement
-    ``_filter_grid(values, observed)`` (a :class:`ldmfilter.gaussian.FilterResult` over the
-    regular grid) and ``_transition()`` (``A``, ``Q``, offset ``c`` as tensors).  Read-outs from
-    the state live in ``readouts_`` under ``"observations"`` and ``"targets"``.
+    ``_filter_grid(values, observed, controls)`` (a :class:`ldmfilter.gaussian.FilterResult` over
+    the regular grid) and ``_transition()`` (``A``, ``Q``, offset ``c`` as tensors).  Read-outs
+    from the state live in ``readouts_`` under ``"observations"`` and ``"targets"``.  A model
+    fitted with control inputs records their names in ``schema_.control_names``; every method
+    then takes ``controls`` (and ``forecast`` the future ones) and passes them, on the grid, to
+    the hooks.
     """
 
     # ------------------------------------------------------------------ hooks
@@ -39,22 +44,24 @@ class StateSpaceEstimator(ABC):
             raise RuntimeError(f"this {type(self).__name__} is not fitted yet: call fit(X) first")
 
     @abstractmethod
-    def _filter_grid(self, values: np.ndarray, observed: np.ndarray) -> GridFilterResult:
-        """The filter over grid arrays ``values`` (n, T, *obs_shape), NaN where missing, and ``observed`` (n, T)."""
+    def _filter_grid(self, values: np.ndarray, observed: np.ndarray, controls: np.ndarray | None = None) -> GridFilterResult:
+        """The filter over grid arrays ``values`` (n, T, *obs_shape), NaN where missing, ``observed`` (n, T)
+        and ``controls`` (n, T, U) (None for a model without inputs)."""
 
     @abstractmethod
     def _transition(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """The fitted transition ``A`` (S, S), ``Q`` (S, S) and offset ``c`` (S,) or None."""
 
-    def _smooth_grid(self, grid: GridFilterResult) -> tuple[torch.Tensor, torch.Tensor]:
+    def _smooth_grid(self, grid: GridFilterResult, controls: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Smoothed means (n, T, S) and covariances over the grid; RTS with ``_transition()`` by default."""
         A, Q, _ = self._transition()
         with torch.no_grad():
             smoothed = kalman_smoother(grid, A, Q)
         return smoothed.smoothed_mean, smoothed.smoothed_cov
 
-    def _forecast_grid(self, mean: torch.Tensor, cov: torch.Tensor, horizon: int):
-        """Beliefs (n, horizon, S) after filtered beliefs (n, S); ``kalman_forecast`` with ``_transition()`` by default."""
+    def _forecast_grid(self, mean: torch.Tensor, cov: torch.Tensor, horizon: int, controls: np.ndarray | None = None):
+        """Beliefs (n, horizon, S) after filtered beliefs (n, S) given future ``controls`` (n, horizon, U);
+        ``kalman_forecast`` with ``_transition()`` by default."""
         A, Q, c = self._transition()
         with torch.no_grad():
             return kalman_forecast(mean, cov, A, Q, horizon, c)
@@ -66,9 +73,15 @@ class StateSpaceEstimator(ABC):
         sequences, _ = to_sequences(X, name, self.schema_, min_steps)
         return sequences
 
-    def _targets(self, Y, sequences: Sequences, name: str = "targets") -> tuple[np.ndarray, tuple[str, ...]]:
-        """Targets laid out like ``sequences`` on its grid: (n, T, D) with NaN where missing, and names."""
-        targets, schema = to_sequences(Y, name, None, 1)
+    def _targets(
+        self, Y, sequences: Sequences, name: str = "targets", schema: InputSchema | None = None, prefix: str = "target"
+    ) -> tuple[np.ndarray, tuple[str, ...]]:
+        """Targets laid out like ``sequences`` on its grid: (n, T, D) with NaN where missing, and names.
+
+        ``schema`` (optional) is what ``Y`` must match (shape, channel names matched by name);
+        unnamed channels are called ``{prefix}_k``.
+        """
+        targets, schema = to_sequences(Y, name, schema, 1)
         mine, theirs = sequences.layout, targets.layout
         if len(schema.obs_shape) != 1:
             raise ValueError(f"{name} must hold vectors (T, D) per series, got observations of shape {schema.obs_shape}")
@@ -83,8 +96,75 @@ class StateSpaceEstimator(ABC):
         values = np.full(sequences.values.shape[:2] + schema.obs_shape, np.nan)
         for i in range(mine.n_series):
             values[i, mine.positions(i)] = targets.values[i, theirs.positions(i)]
-        names = schema.feature_names or tuple(f"target_{k}" for k in range(schema.obs_shape[0]))
+        names = schema.feature_names or tuple(f"{prefix}_{k}" for k in range(schema.obs_shape[0]))
         return values, names
+
+    # ------------------------------------------------------------------ controls
+    @property
+    def control_names_(self) -> tuple[str, ...] | None:
+        """Names of the control inputs the model was fitted with (None: none)."""
+        self._check_fitted()
+        return getattr(self.schema_, "control_names", None)
+
+    def _split_controls(self, X, controls, name: str = "X"):
+        """``(X, controls)`` with controls named as channels of ``X`` split off it.
+
+        Controls are split off when ``controls`` is a name or a list of names, or when it is
+        None, the model was fitted with controls and ``X`` holds channels of those names.
+        """
+        names = control_names_of(controls)
+        fitted = getattr(getattr(self, "schema_", None), "control_names", None)
+        if names is None and controls is None and fitted and has_columns(X, fitted):
+            names = fitted
+        return (X, controls) if names is None else split_control_columns(X, names, name)
+
+    def _grid_controls(self, controls, sequences: Sequences, name: str = "controls") -> np.ndarray | None:
+        """Controls on the grid of ``sequences``, (n, T, U) and finite, or None for a model without inputs."""
+        expected = self.control_names_
+        if expected is None:
+            if controls is not None:
+                raise ValueError(f"this {type(self).__name__} was fitted without controls; do not pass {name}")
+            return None
+        if controls is None:
+            raise ValueError(
+                f"this model was fitted with controls {list(expected)}: pass {name}= (laid out like X, or the "
+                "names of X's control columns)"
+            )
+        values, _ = self._targets(controls, sequences, name, InputSchema((len(expected),), expected, None, self.schema_.frequency))
+        return hold_on_grid(values, sequences.layout, name)
+
+    def _inputs(self, X, controls, name: str = "X") -> tuple[Sequences, np.ndarray | None]:
+        """Validated observations on their grid and the controls on the same grid."""
+        X, controls = self._split_controls(X, controls, name)
+        sequences = self._sequences(X, name)
+        return sequences, self._grid_controls(controls, sequences)
+
+    def _future_controls(self, future, sequences: Sequences, horizon: int) -> np.ndarray | None:
+        """Controls of the ``horizon`` forecast steps, (n, horizon, U), or None for a model without inputs."""
+        expected = self.control_names_
+        if expected is None:
+            if future is not None:
+                raise ValueError(f"this {type(self).__name__} was fitted without controls; do not pass future_controls")
+            return None
+        if future is None:
+            raise ValueError(f"this model takes controls {list(expected)}: pass future_controls for the {horizon} forecast steps")
+        given, _ = to_sequences(future, "future_controls", InputSchema((len(expected),), expected), 1)
+        lengths, n = np.asarray(given.layout.lengths), sequences.layout.n_series
+        if given.layout.n_series != n or not (lengths == horizon).all() or not given.observed.all():
+            raise ValueError(
+                f"future_controls must give all {len(expected)} controls at each of the {horizon} forecast steps "
+                f"of each of the {n} series, got {given.layout.n_series} series of lengths {list(lengths)[:5]}"
+            )
+        for i, (mine, theirs) in enumerate(zip(sequences.layout.grids, given.layout.grids)):
+            if mine is not None and theirs is not None and not theirs.index.equals(mine.future(horizon)):
+                raise ValueError(
+                    f"future_controls of series {sequences.layout.series[i]!r} must be indexed by the {horizon} "
+                    f"steps after X's end ({list(mine.future(horizon))[:3]}...), got {list(theirs.index)[:3]}..."
+                )
+        values = given.values[:, :horizon]
+        if not np.isfinite(values).all():
+            raise ValueError("future_controls must be finite (NaN or inf found)")
+        return values
 
     # ------------------------------------------------------------------ read-outs
     def _fit_readout(self, space: str, grid: GridFilterResult, values: np.ndarray, kind: str, options: dict):
@@ -99,7 +179,7 @@ class StateSpaceEstimator(ABC):
             readout = MLPReadout.fit(mean, flat, cov.expand(mean.shape[:-1] + cov.shape[-2:]), **options)
         self.readouts_[space] = readout
 
-    def fit_readout(self, X, Y, readout: str = "linear", **options) -> "StateSpaceEstimator":
+    def fit_readout(self, X, Y, readout: str = "linear", controls=None, **options) -> "StateSpaceEstimator":
         """Fit (or refit) the read-out from the filtered state to targets ``Y``.
 
         Parameters
@@ -109,6 +189,8 @@ class StateSpaceEstimator(ABC):
             ``(T, D_y)`` per series (NaN where unknown; left out of the fit).
         readout : {"linear", "mlp"}
             Exact linear push-forward, or an MLP with unscented moments.
+        controls : like ``fit``'s, optional
+            Control inputs of ``X`` (models fitted with controls).
         **options
             For ``"mlp"``: ``hidden``, ``rule``, ``steps``, ``batch_size``, ``learning_rate``.
 
@@ -116,9 +198,9 @@ class StateSpaceEstimator(ABC):
         -------
         self
         """
-        sequences = self._sequences(X)
+        sequences, u = self._inputs(X, controls)
         values, names = self._targets(Y, sequences)
-        self._fit_readout("targets", self._filter_grid(sequences.values, sequences.observed), values, readout, options)
+        self._fit_readout("targets", self._filter_grid(sequences.values, sequences.observed, u), values, readout, options)
         self.target_names_ = names
         return self
 
@@ -150,13 +232,17 @@ class StateSpaceEstimator(ABC):
         cov = cov.expand(mean.shape + mean.shape[-1:])  # shared covariances are broadcast views
         return self._spaces(torch.as_tensor(sequences.gather(mean.numpy())), torch.as_tensor(sequences.gather(cov.numpy())))
 
-    def filter(self, X) -> FilterResult:
+    def filter(self, X, controls=None) -> FilterResult:
         """Filtered beliefs ``p(h_t | x_{≤t})`` at every row of ``X``.
 
         Parameters
         ----------
         X : array-like, DataFrame(s) or DataArray
             Laid out as in ``fit``; NaN marks missing values.
+        controls : array-like, DataFrame(s), DataArray or names, optional
+            For a model fitted with control inputs: laid out like ``X`` (``(T, U)`` per series),
+            or the names of ``X``'s control columns (found by themselves when ``X`` holds the
+            columns the model was fitted with).
 
         Returns
         -------
@@ -164,8 +250,8 @@ class StateSpaceEstimator(ABC):
             State beliefs, and observation/target beliefs when the model has read-outs, laid out
             like ``X``; ``to_pandas()``/``to_xarray()`` label them like ``X``.
         """
-        sequences = self._sequences(X)
-        grid = self._filter_grid(sequences.values, sequences.observed)
+        sequences, u = self._inputs(X, controls)
+        grid = self._filter_grid(sequences.values, sequences.observed, u)
         return FilterResult(
             **self._gathered(sequences, grid.filtered_mean, grid.filtered_cov),
             layout=sequences.layout,
@@ -173,11 +259,16 @@ class StateSpaceEstimator(ABC):
             observed_fraction=sequences.gather(sequences.observed_fraction),
         )
 
-    def smooth(self, X) -> FilterResult:
-        """Smoothed beliefs ``p(h_t | x_{0:T-1})`` (Rauch–Tung–Striebel) at every row of ``X``."""
-        sequences = self._sequences(X)
-        grid = self._filter_grid(sequences.values, sequences.observed)
-        smoothed_mean, smoothed_cov = self._smooth_grid(grid)
+    def smooth(self, X, controls=None) -> FilterResult:
+        """Smoothed beliefs ``p(h_t | x_{0:T-1})`` at every row of ``X``.
+
+        Rauch–Tung–Striebel for linear transitions; for nonlinear ones its Gaussian counterpart
+        with the model's moment rule (:func:`~ldmfilter.gaussian.nonlinear_smoother`).
+        ``controls`` as in :meth:`filter`.
+        """
+        sequences, u = self._inputs(X, controls)
+        grid = self._filter_grid(sequences.values, sequences.observed, u)
+        smoothed_mean, smoothed_cov = self._smooth_grid(grid, u)
         return FilterResult(
             **self._gathered(sequences, smoothed_mean, smoothed_cov),
             layout=sequences.layout,
@@ -185,8 +276,19 @@ class StateSpaceEstimator(ABC):
             smoothed=True,
         )
 
-    def forecast(self, X, horizon: int) -> ForecastResult:
+    def forecast(self, X, horizon: int, controls=None, future_controls=None) -> ForecastResult:
         """Beliefs over the ``horizon`` steps after the end of each series of ``X``.
+
+        Parameters
+        ----------
+        X : input like ``filter``'s
+        horizon : int
+        controls : optional
+            Control inputs of ``X``, as in :meth:`filter`.
+        future_controls : array-like, DataFrame(s) or DataArray, optional
+            For a model with control inputs: the controls of the ``horizon`` forecast steps,
+            ``(horizon, U)`` per series (row ``k`` drives the transition into step ``k + 1``
+            after the series' end).
 
         Returns
         -------
@@ -195,12 +297,13 @@ class StateSpaceEstimator(ABC):
         """
         if not isinstance(horizon, (int, np.integer)) or horizon < 1:
             raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
-        sequences = self._sequences(X)
-        grid = self._filter_grid(sequences.values, sequences.observed)
+        sequences, u = self._inputs(X, controls)
+        future = self._future_controls(future_controls, sequences, int(horizon))
+        grid = self._filter_grid(sequences.values, sequences.observed, u)
         last = torch.as_tensor(sequences.layout.grid_lengths() - 1)
         series = torch.arange(len(last))
         cov = grid.filtered_cov.expand(grid.filtered_mean.shape + grid.filtered_mean.shape[-1:])
-        belief = self._forecast_grid(grid.filtered_mean[series, last], cov[series, last], int(horizon))
+        belief = self._forecast_grid(grid.filtered_mean[series, last], cov[series, last], int(horizon), future)
         mean, cov = belief.mean, belief.cov
         if sequences.layout.single:
             mean, cov = mean[0], cov[0]

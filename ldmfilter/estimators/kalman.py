@@ -236,7 +236,7 @@ class KalmanFilter(ClassicalStateSpace):
         return params, [-value * count for value in history]
 
     # ------------------------------------------------------------------ state-space hooks
-    def _filter_grid(self, values: np.ndarray, observed: np.ndarray):
+    def _filter_grid(self, values: np.ndarray, observed: np.ndarray, controls=None):
         z, mask = self._observations(values, observed)
         p = self.params_
         d = p.observation_offset

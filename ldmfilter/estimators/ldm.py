@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import math
@@ -14,12 +15,14 @@ import lightning as L
 import numpy as np
 import torch
 
+from ..gaussian import MOMENT_RULES, kalman_forecast, kalman_smoother, nonlinear_forecast, nonlinear_smoother
 from ..io import InputSchema, as_sequences, to_sequences
+from ..io.controls import control_names_of
 from ..nn import (
+    DYNAMICS,
     ConvEncoder,
     LatentKalmanFilter,
     LatentRNNModel,
-    LinearDynamics,
     MLPEncoder,
     RNNPredictor,
     make_noise,
@@ -66,10 +69,18 @@ def _cpu_settings(method):
 class LDMFilter(StateSpaceEstimator):
     """Nonlinear Bayesian filter for high-dimensional series, trained without a decoder.
 
-    An encoder maps each observation to a latent ``z_t``; a linear-Gaussian state-space model
-    over a state ``h_t`` (``z_t = [I 0] h_t + noise``) filters the latents in closed form.  The
-    pair is trained with the predictive LDM objective (METHOD.md §4).  The defaults are the
-    paper's figure-8 recipe: ``LDMFilter().fit(X)`` on such data reproduces it.
+    An encoder maps each observation to a latent ``z_t``; a Gaussian state-space model over a
+    state ``h_t`` (``z_t = [I 0] h_t + noise``) filters the latents without sampling.  The pair
+    is trained with the predictive LDM objective (METHOD.md §4).  The defaults are the paper's
+    figure-8 recipe (a linear transition, filtered in closed form): ``LDMFilter().fit(X)`` on
+    such data reproduces it.  ``dynamics="mlp"`` adds a bounded MLP to the transition,
+    ``h_t = A (h − b) + b + B u_t + g_θ(h, u_t)``, whose predicted beliefs come from the
+    deterministic moment rule ``moments`` (the update stays the exact Kalman update).
+
+    Time steps: an irregular time index is put on its regular grid (see ``fit``); a gap of
+    ``k`` grid steps is ``k`` applications of the transition with no update in between (the
+    controls holding their last value), so ``Δt`` enters the transition through its number of
+    steps and the belief's covariance grows over a gap as it would over ``k`` unobserved steps.
 
     Parameters
     ----------
@@ -90,6 +101,15 @@ class LDMFilter(StateSpaceEstimator):
     predictor : {"kalman", "rnn"}
         The Kalman predictor, or the paper's LSTM Gaussian predictor (identifiability
         experiment; it has no state beliefs, so ``filter``/``forecast`` are unavailable).
+    dynamics : {"linear", "mlp"}
+        Transition of the Kalman predictor: the paper's linear one, or linear plus a bounded
+        tanh-MLP residual ``g_θ`` (output layer initialised at zero, so training starts from
+        the linear model; see :class:`~ldmfilter.nn.MLPDynamics`).
+    moments : {"linearize", "unscented", "cubature"}
+        Moment rule of ``dynamics="mlp"``: first-order (EKF), unscented (2S + 1 points) or
+        cubature (2S points).  Filtering, smoothing and forecasting all use it.
+    dynamics_hidden : tuple of int
+        Hidden widths of ``g_θ``.
     max_epochs : int or None
         Passes over the training windows.  None: 20, or more when the data are few, so that
         training makes at least ``MIN_UPDATES`` optimiser steps.
@@ -131,6 +151,9 @@ class LDMFilter(StateSpaceEstimator):
         noise: str = "fixed",
         objective: str = "stopgrad",
         predictor: str = "kalman",
+        dynamics: str = "linear",
+        moments: str = "linearize",
+        dynamics_hidden=(64,),
         max_epochs: int | None = None,
         batch_size: int = 8,
         learning_rate: float = 0.005 * 8 / 256,
@@ -148,6 +171,7 @@ class LDMFilter(StateSpaceEstimator):
     ):
         self.state_dim, self.latent_dim, self.encoder, self.hidden = state_dim, latent_dim, encoder, tuple(hidden)
         self.noise, self.objective, self.predictor = noise, objective, predictor
+        self.dynamics, self.moments, self.dynamics_hidden = dynamics, moments, tuple(dynamics_hidden)
         self.max_epochs, self.batch_size, self.learning_rate = max_epochs, batch_size, learning_rate
         self.weight_decay, self.lr_multipliers, self.schedule = weight_decay, lr_multipliers, schedule
         self.entropy_weight, self.window, self.normalize, self.dtype = entropy_weight, window, normalize, dtype
@@ -162,6 +186,12 @@ class LDMFilter(StateSpaceEstimator):
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.predictor not in ("kalman", "rnn"):
             raise ValueError(f"predictor must be 'kalman' or 'rnn', got {self.predictor!r}")
+        if self.dynamics not in DYNAMICS:
+            raise ValueError(f"dynamics must be one of {sorted(DYNAMICS)}, got {self.dynamics!r}")
+        if self.moments not in MOMENT_RULES:
+            raise ValueError(f"moments must be one of {sorted(MOMENT_RULES)}, got {self.moments!r}")
+        if not self.dynamics_hidden or not all(isinstance(w, (int, np.integer)) and w >= 1 for w in self.dynamics_hidden):
+            raise ValueError(f"dynamics_hidden must be one or more positive integer widths, got {self.dynamics_hidden!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.window is not None and self.window != "auto" and not isinstance(self.window, (int, np.integer)):
@@ -175,17 +205,20 @@ class LDMFilter(StateSpaceEstimator):
         if self.predictor == "kalman" and self.latent_dim > self.state_dim:
             raise ValueError(f"latent_dim ({self.latent_dim}) cannot exceed state_dim ({self.state_dim})")
 
-    def _build_model(self, obs_shape: tuple, normalizer: Standardizer) -> torch.nn.Module:
+    def _build_model(self, obs_shape: tuple, normalizer: Standardizer, control_dim: int = 0) -> torch.nn.Module:
         if self.encoder == "mlp":
             encoder = MLPEncoder(obs_shape, self.latent_dim, self.hidden)
         else:
             encoder = ConvEncoder(obs_shape, self.latent_dim)
         if self.predictor == "rnn":
+            if control_dim:
+                raise ValueError("the RNN predictor takes no control inputs; use predictor='kalman'")
             return LatentRNNModel(encoder, RNNPredictor(self.latent_dim), normalizer)
         generator = torch.Generator().manual_seed(self.random_state)
-        dynamics = LinearDynamics(self.state_dim, self.latent_dim, generator)
+        options = {"hidden": self.dynamics_hidden} if self.dynamics == "mlp" else {}
+        dynamics = DYNAMICS[self.dynamics](self.state_dim, self.latent_dim, generator, control_dim, **options)
         noise = make_noise(self.noise, obs_shape, self.latent_dim, self.hidden)
-        return LatentKalmanFilter(encoder, dynamics, noise, normalizer)
+        return LatentKalmanFilter(encoder, dynamics, noise, normalizer, moments=self.moments)
 
     def _training_plan(self, n_series: int, steps: int) -> tuple[int | None, int | None, int]:
         """Window length, stride and number of epochs for data of ``n_series`` × ``steps``."""
@@ -239,8 +272,12 @@ class LDMFilter(StateSpaceEstimator):
         mask = None if observed.all() else torch.as_tensor(observed)
         return self._to_tensor(values), mask
 
+    def _controls_tensor(self, controls: np.ndarray | None) -> torch.Tensor | None:
+        return None if controls is None else self._to_tensor(controls)
+
     def _prepare(self, X, name: str = "X"):
-        """Validated input on its grid, as tensors: (sequences, x, mask)."""
+        """Validated input on its grid, as tensors: (sequences, x, mask); control columns of ``X`` are dropped."""
+        X, _ = self._split_controls(X, None, name)
         sequences = self._sequences(X, name)
         return (sequences, *self._tensors(sequences.values, sequences.observed))
 
@@ -259,7 +296,8 @@ class LDMFilter(StateSpaceEstimator):
         self._check_params()
         self.schema_ = schema
         placeholder = Standardizer(torch.zeros(schema.obs_shape), torch.ones(schema.obs_shape))
-        self.model_ = self._build_model(schema.obs_shape, placeholder).to(DTYPES[self.dtype])
+        control_dim = len(schema.control_names or ())
+        self.model_ = self._build_model(schema.obs_shape, placeholder, control_dim).to(DTYPES[self.dtype])
         self.model_.load_state_dict(state_dict, strict=True)
         self.model_.eval()
         self.readouts_ = readouts
@@ -279,6 +317,7 @@ class LDMFilter(StateSpaceEstimator):
         epoch_data: Callable[[int], np.ndarray] | None = None,
         probe: tuple | None = None,
         readout: str = "linear",
+        controls=None,
     ) -> "LDMFilter":
         """Train the encoder and the predictor on sequences, then fit the read-outs.
 
@@ -302,19 +341,35 @@ class LDMFilter(StateSpaceEstimator):
             kept in ``probe_history_`` as ``(epoch, step, seconds, R²)``.
         readout : {"linear", "mlp"}
             Kind of the read-outs to observations and targets.
+        controls : array-like, DataFrame(s), DataArray, or names, optional
+            Control inputs ``u_t`` of the transition (Kalman predictor only): laid out like
+            ``X`` with ``(T, U)`` per series, or the names of ``X``'s DataFrame columns / channel
+            coordinate that are controls (split off the observations).  ``u_t`` drives the
+            transition into step ``t`` (row 0 is unused); on an irregular index a control holds
+            its last value over missing grid steps.  ``filter``/``smooth``/``forecast`` then take
+            controls too, and ``forecast`` the future ones.
 
         Returns
         -------
         self
         """
         self._check_params()
+        X, controls = self._split_controls(X, controls)
         sequences, schema = to_sequences(X, "X", None, min_steps=2)
         L.seed_everything(self.random_state, workers=True, verbose=False)
         self.schema_ = schema
         self.readouts_ = {}
+        u = None
+        if controls is not None:
+            if self.predictor != "kalman":
+                raise ValueError("controls need predictor='kalman'; the RNN predictor takes no inputs")
+            names = self._control_schema_names(controls, sequences)
+            self.schema_ = schema = dataclasses.replace(schema, control_names=names)
+            u = self._to_tensor(self._grid_controls(controls, sequences))
         x, mask = self._to_tensor(sequences.values), torch.as_tensor(sequences.observed)
         normalizer = Standardizer.fit(x, len(schema.obs_shape), self.normalize, mask)
-        self.model_ = self._build_model(schema.obs_shape, normalizer).to(DTYPES[self.dtype])
+        control_dim = 0 if u is None else u.shape[-1]
+        self.model_ = self._build_model(schema.obs_shape, normalizer, control_dim).to(DTYPES[self.dtype])
 
         def checked(array) -> tuple:
             vals, obs, _ = as_sequences(array, "epoch_data(epoch)", schema.obs_shape)
@@ -329,6 +384,7 @@ class LDMFilter(StateSpaceEstimator):
             stride,
             epoch_data=None if epoch_data is None else (lambda epoch: checked(epoch_data(epoch))),
             seed=self.random_state,
+            controls=u,
         )
         self.module_ = LDMTrainingModule(
             self.model_,
@@ -338,7 +394,7 @@ class LDMFilter(StateSpaceEstimator):
             lr_multipliers=self.lr_multipliers,
             schedule=self.schedule,
             entropy_weight=self.entropy_weight,
-            probe=self._probe_data(probe),
+            probe=self._probe_data(probe, u is not None),
             seed=self.random_state,
         )
         with self._quiet():
@@ -349,16 +405,25 @@ class LDMFilter(StateSpaceEstimator):
         self.training_seconds_ = self.module_.training_seconds
         self.probe_history_ = [] if probe is None else list(self.module_.probe.history)
         if self.predictor == "kalman":
-            grid = self._filter_grid(sequences.values, sequences.observed)
+            grid = self._filter_grid(sequences.values, sequences.observed, None if u is None else u.numpy())
             self._fit_readout("observations", grid, sequences.values, readout, {})
             if targets is not None:
                 values, self.target_names_ = self._targets(targets, sequences)
                 self._fit_readout("targets", grid, values, readout, {})
         return self
 
-    def _probe_data(self, probe) -> ProbeData | None:
+    def _control_schema_names(self, controls, sequences) -> tuple[str, ...]:
+        """Names of the controls: given names, the controls' own channel names, or ``control_k``."""
+        names = control_names_of(controls)
+        if names is None:
+            _, names = self._targets(controls, sequences, "controls", prefix="control")
+        return tuple(str(n) for n in names)
+
+    def _probe_data(self, probe, with_controls: bool = False) -> ProbeData | None:
         if probe is None:
             return None
+        if with_controls:
+            raise ValueError("probe is not available with controls: score a probe on filter(X, controls=U) after fit")
         train_x, train_y, test_x, test_y = probe
         (_, x_train, mask_train), (_, x_test, mask_test) = self._prepare(train_x, "probe X_train"), self._prepare(test_x, "probe X_test")
         return ProbeData(x_train, torch.tensor(np.asarray(train_y)), x_test, torch.tensor(np.asarray(test_y)), mask_train, mask_test)
@@ -366,15 +431,35 @@ class LDMFilter(StateSpaceEstimator):
     # ------------------------------------------------------------------ state-space hooks
     @_cpu_settings
     @torch.no_grad()
-    def _filter_grid(self, values: np.ndarray, observed: np.ndarray):
+    def _filter_grid(self, values: np.ndarray, observed: np.ndarray, controls: np.ndarray | None = None):
         self._check_kalman("filter")
         x, mask = self._tensors(values, observed)
-        return self.model_(x, mask).filtered
+        return self.model_(x, mask, controls=self._controls_tensor(controls)).filtered
 
     def _transition(self):
         dyn = self.model_.dynamics
+        if dyn.nonlinear or dyn.control_dim:
+            raise ValueError("this model's transition is not a fixed matrix and offset (MLP dynamics or controls)")
         with torch.no_grad():
             return dyn.transition_matrix(), dyn.transition_cov(), dyn.transition_offset()
+
+    @_cpu_settings
+    @torch.no_grad()
+    def _smooth_grid(self, grid, controls: np.ndarray | None = None):
+        dyn, u = self.model_.dynamics, self._controls_tensor(controls)
+        if dyn.nonlinear:
+            smoothed = nonlinear_smoother(grid, dyn.transition_fn, dyn.transition_cov(), self.moments, transition_inputs=u)
+        else:  # the RTS smoother needs A and Q only: the offsets are in the stored predictions
+            smoothed = kalman_smoother(grid, dyn.transition_matrix(), dyn.transition_cov())
+        return smoothed.smoothed_mean, smoothed.smoothed_cov
+
+    @_cpu_settings
+    @torch.no_grad()
+    def _forecast_grid(self, mean, cov, horizon: int, controls: np.ndarray | None = None):
+        dyn, u = self.model_.dynamics, self._controls_tensor(controls)
+        if dyn.nonlinear:
+            return nonlinear_forecast(mean, cov, dyn.transition_fn, dyn.transition_cov(), horizon, self.moments, transition_inputs=u)
+        return kalman_forecast(mean, cov, dyn.transition_matrix(), dyn.transition_cov(), horizon, dyn.transition_offset(u))
 
     @_cpu_settings
     @torch.no_grad()
@@ -396,13 +481,18 @@ class LDMFilter(StateSpaceEstimator):
         """
         self._check_kalman("noise_variance")
         sequences, x, mask = self._prepare(X)
-        R = self.model_(x, mask).observation_cov.diagonal(dim1=-2, dim2=-1)
+        R = self.model_.noise(self.model_.prepare_input(x, mask), self.model_.dynamics.log_scale).diagonal(dim1=-2, dim2=-1)
         return sequences.gather(R.expand(x.shape[:2] + R.shape[-1:]).numpy())
 
     @_cpu_settings
     @torch.no_grad()
-    def score(self, X) -> float:
-        """Mean one-step predictive log-likelihood of the latents per observed frame."""
-        sequences, x, mask = self._prepare(X)
-        out = self.model_(x, mask)
+    def score(self, X, controls=None) -> float:
+        """Mean one-step predictive log-likelihood of the latents per observed frame (``controls`` as in ``filter``)."""
+        if self.predictor == "rnn":
+            sequences, x, mask = self._prepare(X)
+            out = self.model_(x, mask)
+        else:
+            sequences, u = self._inputs(X, controls)
+            x, mask = self._tensors(sequences.values, sequences.observed)
+            out = self.model_(x, mask, controls=self._controls_tensor(u))
         return float(out.log_likelihood.sum()) / int(sequences.observed.sum())

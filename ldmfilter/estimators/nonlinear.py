@@ -325,7 +325,7 @@ class _NonlinearKalmanEstimator(ClassicalStateSpace):
         ).log_likelihood
 
     # ------------------------------------------------------------------ state-space hooks
-    def _filter_grid(self, values: np.ndarray, observed: np.ndarray):
+    def _filter_grid(self, values: np.ndarray, observed: np.ndarray, controls=None):
         z, mask = self._observations(values, observed)
         p = self.params_
         d = p["observation_offset"]
@@ -340,12 +340,12 @@ class _NonlinearKalmanEstimator(ClassicalStateSpace):
             f"{type(self).__name__} has a nonlinear transition, not a matrix; smooth/forecast use its moment rule"
         )
 
-    def _smooth_grid(self, grid):
+    def _smooth_grid(self, grid, controls=None):
         with torch.no_grad():
             smoothed = nonlinear_smoother(grid, self.transition_, self.params_["Q"], self._method, **self._options)
         return smoothed.smoothed_mean, smoothed.smoothed_cov
 
-    def _forecast_grid(self, mean, cov, horizon: int):
+    def _forecast_grid(self, mean, cov, horizon: int, controls=None):
         with torch.no_grad():
             return nonlinear_forecast(mean, cov, self.transition_, self.params_["Q"], horizon, self._method, **self._options)
 

@@ -8,7 +8,7 @@ from .belief import GaussianBelief
 from .em import LinearGaussianParams, em_step, fit_em, initial_params_from_data, linear_gaussian_log_likelihood
 from .forecast import kalman_forecast
 from .kalman import FilterResult, kalman_filter
-from .moments import PropagatedMoments, cubature, linearize, propagate, unscented
+from .moments import MOMENT_RULES, PropagatedMoments, cubature, linearize, propagate, unscented
 from .nonlinear import nonlinear_filter
 from .nonlinear_forecast import nonlinear_forecast
 from .nonlinear_smoother import nonlinear_smoother
@@ -37,6 +37,7 @@ __all__ = [
     "unscented",
     "cubature",
     "propagate",
+    "MOMENT_RULES",
     "NotPositiveDefiniteError",
     "cholesky",
     "cholesky_solve",

@@ -32,12 +32,15 @@ class InputSchema:
         xarray names of the observation axes in the model's order (e.g. ``("y", "x")``).
     frequency : str, optional
         The training series' time step (e.g. ``"h"``), for reference.
+    control_names : tuple of str, optional
+        Names of the control inputs (None: the model takes none).
     """
 
     obs_shape: tuple
     feature_names: tuple | None = None
     obs_dims: tuple | None = None
     frequency: str | None = None
+    control_names: tuple | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -45,16 +48,18 @@ class InputSchema:
             "feature_names": None if self.feature_names is None else list(self.feature_names),
             "obs_dims": None if self.obs_dims is None else list(self.obs_dims),
             "frequency": self.frequency,
+            "control_names": None if self.control_names is None else list(self.control_names),
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> "InputSchema":
-        names, dims = data.get("feature_names"), data.get("obs_dims")
+        names, dims, controls = data.get("feature_names"), data.get("obs_dims"), data.get("control_names")
         return cls(
             tuple(int(n) for n in data["obs_shape"]),
             None if names is None else tuple(str(n) for n in names),
             None if dims is None else tuple(str(d) for d in dims),
             data.get("frequency"),
+            None if controls is None else tuple(str(c) for c in controls),
         )
 
 

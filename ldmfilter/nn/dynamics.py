@@ -1,11 +1,17 @@
-"""Linear latent dynamics of the paper's Kalman predictor (METHOD.md §2)."""
+"""Latent dynamics of the Kalman predictor: the paper's linear model (METHOD.md §2) and its
+nonlinear extension with a bounded residual MLP.
+
+Both take optional control inputs ``u_t`` (the input acting on the transition into step ``t``).
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-__all__ = ["LinearDynamics", "spectral_radius"]
+from .encoders import make_mlp
+
+__all__ = ["LinearDynamics", "MLPDynamics", "DYNAMICS", "spectral_radius"]
 
 
 def spectral_radius(matrix: torch.Tensor) -> torch.Tensor:
@@ -15,7 +21,7 @@ def spectral_radius(matrix: torch.Tensor) -> torch.Tensor:
 
 
 class LinearDynamics(nn.Module):
-    """``h_t = A (h_{t−1} − b) + b + w_t``, ``w_t ~ N(0, Q)``; ``z_t = D h_t + v_t``.
+    """``h_t = A (h_{t−1} − b) + b + B u_t + w_t``, ``w_t ~ N(0, Q)``; ``z_t = D h_t + v_t``.
 
     ``Q = exp(s) · diag(exp(q))`` with a log-scale ``s`` that the noise model shares (``R =
     exp(s) I`` when R is not input-dependent).  ``D = [I_L 0]`` is fixed: the first ``L`` state
@@ -23,7 +29,7 @@ class LinearDynamics(nn.Module):
     belief is ``N(0, I)``.
 
     Initialisation (the paper's): ``A = I + 0.1 · randn``, rescaled to spectral radius 1/1.1;
-    ``b = 0``, ``q = 0``, ``s = 0``.
+    ``b = 0``, ``q = 0``, ``s = 0``; the control matrix ``B`` (S, U) starts at zero.
 
     Parameters
     ----------
@@ -33,13 +39,19 @@ class LinearDynamics(nn.Module):
         ``L ≤ S``.
     generator : torch.Generator, optional
         Source of randomness for ``A``.
+    control_dim : int
+        ``U``, the number of control inputs (0: none).
     """
 
-    def __init__(self, state_dim: int, latent_dim: int, generator: torch.Generator | None = None):
+    nonlinear = False
+
+    def __init__(self, state_dim: int, latent_dim: int, generator: torch.Generator | None = None, control_dim: int = 0):
         super().__init__()
         if not 1 <= latent_dim <= state_dim:
             raise ValueError(f"need 1 <= latent_dim <= state_dim, got latent_dim={latent_dim}, state_dim={state_dim}")
-        self.state_dim, self.latent_dim = int(state_dim), int(latent_dim)
+        if control_dim < 0:
+            raise ValueError(f"control_dim must be >= 0, got {control_dim}")
+        self.state_dim, self.latent_dim, self.control_dim = int(state_dim), int(latent_dim), int(control_dim)
         A = torch.eye(state_dim) + 0.1 * torch.randn(state_dim, state_dim, generator=generator)
         A = A / (spectral_radius(A) * 1.1)
         self.transition = nn.Parameter(A)
@@ -47,14 +59,37 @@ class LinearDynamics(nn.Module):
         self.log_process_noise = nn.Parameter(torch.zeros(state_dim))
         self.log_scale = nn.Parameter(torch.zeros(()))
         self.register_buffer("observation_matrix", torch.eye(latent_dim, state_dim))
+        if self.control_dim:
+            self.control = nn.Parameter(torch.zeros(state_dim, self.control_dim))
+
+    def check_controls(self, controls: torch.Tensor | None) -> None:
+        """Raise unless ``controls`` is None exactly when the model has no inputs, and ends in ``U``."""
+        if controls is None and self.control_dim:
+            raise ValueError(f"these dynamics take {self.control_dim} control input(s) per step; give controls")
+        if controls is not None and controls.shape[-1:] != (self.control_dim,):
+            raise ValueError(
+                f"controls must end in {self.control_dim} input(s) per step, got shape {tuple(controls.shape)}"
+            )
 
     def transition_matrix(self) -> torch.Tensor:
         """``A``, shape (S, S)."""
         return self.transition
 
-    def transition_offset(self) -> torch.Tensor:
-        """``c = (I − A) b``, shape (S,), so that ``A (h − b) + b = A h + c``."""
-        return self.offset - self.transition @ self.offset
+    def transition_offset(self, controls: torch.Tensor | None = None) -> torch.Tensor:
+        """``c_t = (I − A) b + B u_t``, so that ``A (h − b) + b + B u_t = A h + c_t``.
+
+        Parameters
+        ----------
+        controls : Tensor, shape (*batch, T, U), optional
+            Required when ``control_dim > 0``.
+
+        Returns
+        -------
+        Tensor, shape (S,), or (*batch, T, S) with controls
+        """
+        self.check_controls(controls)
+        offset = self.offset - self.transition @ self.offset
+        return offset if controls is None else offset + controls @ self.control.mT
 
     def transition_cov(self) -> torch.Tensor:
         """``Q = exp(s) · diag(exp(q))``, shape (S, S)."""
@@ -79,3 +114,67 @@ class LinearDynamics(nn.Module):
             self.transition.mul_(max_radius / radius)
             return True
         return False
+
+
+class MLPDynamics(LinearDynamics):
+    """``h_t = A (h_{t−1} − b) + b + B u_t + g_θ(h_{t−1}, u_t) + w_t``: linear plus a bounded residual.
+
+    ``g_θ`` is an MLP with tanh hidden layers on ``[h, u]``; its output layer starts at zero, so
+    training starts from the linear model (and with ``g ≡ 0`` every moment rule reproduces the
+    linear filter exactly).  Because the hidden units lie in (−1, 1), ``|g_θ(h, u)|_∞ ≤
+    ‖W_out‖_∞ + ‖b_out‖_∞`` for every ``h``: the residual is bounded, so with the spectral radius
+    of ``A`` clipped below ~1 the mean dynamics cannot diverge, however far a belief strays.
+
+    Parameters
+    ----------
+    state_dim, latent_dim, generator, control_dim
+        As in :class:`LinearDynamics`.
+    hidden : tuple of int
+        Hidden widths of ``g_θ``.
+    """
+
+    nonlinear = True
+
+    def __init__(
+        self,
+        state_dim: int,
+        latent_dim: int,
+        generator: torch.Generator | None = None,
+        control_dim: int = 0,
+        hidden: tuple = (64,),
+    ):
+        super().__init__(state_dim, latent_dim, generator, control_dim)
+        if not hidden or not all(int(w) >= 1 for w in hidden):
+            raise ValueError(f"hidden must be one or more positive widths, got {hidden!r}")
+        self.residual = make_mlp(self.state_dim + self.control_dim, tuple(int(w) for w in hidden), self.state_dim, "tanh")
+        with torch.no_grad():
+            for layer in self.residual:
+                if isinstance(layer, nn.Linear) and layer is not self.residual[-1]:
+                    bound = 1.0 / layer.in_features**0.5
+                    layer.weight.copy_(torch.empty_like(layer.weight).uniform_(-bound, bound, generator=generator))
+                    layer.bias.zero_()
+            self.residual[-1].weight.zero_()
+            self.residual[-1].bias.zero_()
+
+    def transition_fn(self, states: torch.Tensor, controls: torch.Tensor | None = None) -> torch.Tensor:
+        """``f(h, u) = A (h − b) + b + B u + g_θ(h, u)`` on rows.
+
+        Parameters
+        ----------
+        states : Tensor, shape (N, S)
+        controls : Tensor, shape (N, U), optional
+            Required when ``control_dim > 0``.
+
+        Returns
+        -------
+        Tensor, shape (N, S)
+        """
+        self.check_controls(controls)
+        A, b = self.transition, self.offset
+        linear = (states - b) @ A.mT + b
+        if controls is None:
+            return linear + self.residual(states)
+        return linear + controls @ self.control.mT + self.residual(torch.cat([states, controls], -1))
+
+
+DYNAMICS = {"linear": LinearDynamics, "mlp": MLPDynamics}

@@ -1,4 +1,4 @@
-"""The latent Kalman filter: encoder + linear dynamics + pseudo-observation noise."""
+"""The latent Kalman filter: encoder + (linear or MLP) dynamics + pseudo-observation noise."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..gaussian import FilterResult, kalman_filter, predictive_log_likelihood
+from ..gaussian import MOMENT_RULES, FilterResult, kalman_filter, nonlinear_filter, predictive_log_likelihood
 from .dynamics import LinearDynamics
 
 __all__ = ["PredictiveOutput", "EncodesObservations", "LatentKalmanFilter", "fill_missing_frames"]
@@ -81,13 +81,19 @@ class EncodesObservations(nn.Module):
 
 
 class LatentKalmanFilter(EncodesObservations):
-    """``z_t = f_φ(x_t)`` filtered by a linear-Gaussian state-space model (METHOD.md §2–3).
+    """``z_t = f_φ(x_t)`` filtered by a Gaussian state-space model (METHOD.md §2–3).
+
+    With :class:`~ldmfilter.nn.LinearDynamics` this is the paper's exact Kalman filter; with
+    :class:`~ldmfilter.nn.MLPDynamics` the predicted belief comes from the deterministic moment
+    rule ``moments`` and the update stays the exact Kalman update
+    (:func:`~ldmfilter.gaussian.nonlinear_filter`).  Either way the Kalman maths is the Gaussian
+    engine's, not a copy.
 
     Parameters
     ----------
     encoder : nn.Module
         ``(*lead, *obs_shape) → (*lead, L)``; must expose ``obs_shape``.
-    dynamics : LinearDynamics
+    dynamics : LinearDynamics or MLPDynamics
     noise : nn.Module
         ``noise(x, log_scale)`` → R of shape (L, L), or (*lead, L, L) when ``input_dependent``.
     normalizer : nn.Module, optional
@@ -96,18 +102,58 @@ class LatentKalmanFilter(EncodesObservations):
     parallel : bool or "auto"
         Use the associative-scan filter.  ``"auto"``: when ``R_t`` is input-dependent, where the
         covariance recursion cannot be shared across series and the scan needs ~log₂ T rounds of
-        batched operations instead of T rounds (several times faster to train on a CPU).
+        batched operations instead of T rounds (several times faster to train on a CPU).  Linear
+        dynamics only.
+    moments : {"linearize", "unscented", "cubature"}
+        Moment rule of nonlinear dynamics (unused by linear ones).
     """
 
-    def __init__(self, encoder: nn.Module, dynamics: LinearDynamics, noise: nn.Module, normalizer=None, parallel="auto"):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        dynamics: LinearDynamics,
+        noise: nn.Module,
+        normalizer=None,
+        parallel="auto",
+        moments: str = "linearize",
+    ):
         super().__init__()
         self.encoder, self.dynamics, self.noise = encoder, dynamics, noise
         self.normalizer = nn.Identity() if normalizer is None else normalizer
         if parallel not in (True, False, "auto"):
             raise ValueError(f"parallel must be True, False or 'auto', got {parallel!r}")
+        if moments not in MOMENT_RULES:
+            raise ValueError(f"moments must be one of {sorted(MOMENT_RULES)}, got {moments!r}")
         self.parallel = getattr(noise, "input_dependent", False) if parallel == "auto" else parallel
+        self.moments = moments
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> PredictiveOutput:
+    def filter_latents(self, z, R, mask=None, controls=None) -> FilterResult:
+        """The state filter over latents ``z`` (B, T, L) with pseudo-observation noise ``R``.
+
+        Parameters
+        ----------
+        z : Tensor, shape (B, T, L)
+        R : Tensor, shape (L, L) or (B, T, L, L)
+        mask : Tensor of bool, shape (B, T), optional
+        controls : Tensor, shape (B, T, U), optional
+            ``u_t`` acts on the transition into step ``t`` (entry 0 unused).
+
+        Returns
+        -------
+        FilterResult
+        """
+        dyn = self.dynamics
+        dyn.check_controls(controls)
+        Q, D = dyn.transition_cov(), dyn.observation_matrix
+        m0, P0 = dyn.initial_belief()
+        if dyn.nonlinear:
+            return nonlinear_filter(
+                z, dyn.transition_fn, Q, D, R, m0, P0, method=self.moments, mask=mask, transition_inputs=controls
+            )
+        c = dyn.transition_offset(controls)
+        return kalman_filter(z, dyn.transition_matrix(), Q, D, R, m0, P0, transition_offset=c, mask=mask, parallel=self.parallel)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, controls: torch.Tensor | None = None) -> PredictiveOutput:
         """Encode and filter a batch of sequences.
 
         Parameters
@@ -117,6 +163,8 @@ class LatentKalmanFilter(EncodesObservations):
             standardisation (the training mean).
         mask : Tensor of bool, shape (B, T), optional
             True = the frame is observed.
+        controls : Tensor, shape (B, T, U), optional
+            Control inputs (required when the dynamics take them).
 
         Returns
         -------
@@ -124,11 +172,9 @@ class LatentKalmanFilter(EncodesObservations):
         """
         x = self.prepare_input(x, mask)
         z = self.encoder(x)
-        dyn = self.dynamics
-        R = self.noise(x, dyn.log_scale)  # (L, L), or (B, T, L, L) when input-dependent: a time axis
-        A, Q, c, D = dyn.transition_matrix(), dyn.transition_cov(), dyn.transition_offset(), dyn.observation_matrix
-        m0, P0 = dyn.initial_belief()
-        result = kalman_filter(z, A, Q, D, R, m0, P0, transition_offset=c, mask=mask, parallel=self.parallel)
+        R = self.noise(x, self.dynamics.log_scale)  # (L, L), or (B, T, L, L) when input-dependent: a time axis
+        result = self.filter_latents(z, R, mask, controls)
+        D = self.dynamics.observation_matrix
 
         def score(targets: torch.Tensor) -> torch.Tensor:
             return predictive_log_likelihood(targets, result, D, R, mask=mask)

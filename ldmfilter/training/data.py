@@ -23,9 +23,11 @@ class SequenceWindows(Dataset):
         Window length (default: whole sequences).
     stride : int, optional
         Step between window starts (default: ``window``).
+    controls : Tensor, shape (n, T, U), optional
+        Control inputs, windowed with the sequences (items are then ``(x, mask, u)``).
     """
 
-    def __init__(self, sequences: torch.Tensor, mask: torch.Tensor | None = None, window=None, stride=None):
+    def __init__(self, sequences: torch.Tensor, mask: torch.Tensor | None = None, window=None, stride=None, controls=None):
         steps = sequences.shape[1]
         self.window = steps if window is None else int(window)
         self.stride = self.window if stride is None else int(stride)
@@ -33,7 +35,9 @@ class SequenceWindows(Dataset):
             raise ValueError(f"window must lie in [2, T={steps}], got {self.window}")
         if self.stride < 1:
             raise ValueError(f"stride must be at least 1, got {self.stride}")
-        self.sequences = sequences
+        if controls is not None and tuple(controls.shape[:2]) != tuple(sequences.shape[:2]):
+            raise ValueError(f"controls must have shape (n, T, U) = {tuple(sequences.shape[:2])} + (U,), got {tuple(controls.shape)}")
+        self.sequences, self.controls = sequences, controls
         self.mask = torch.ones(sequences.shape[:2], dtype=torch.bool) if mask is None else mask
         self.starts = list(range(0, steps - self.window + 1, self.stride))
 
@@ -44,7 +48,9 @@ class SequenceWindows(Dataset):
         series, which = divmod(index, len(self.starts))
         start = self.starts[which]
         span = slice(start, start + self.window)
-        return self.sequences[series, span], self.mask[series, span]
+        if self.controls is None:
+            return self.sequences[series, span], self.mask[series, span]
+        return self.sequences[series, span], self.mask[series, span], self.controls[series, span]
 
 
 class SequenceDataModule(L.LightningDataModule):
@@ -63,6 +69,8 @@ class SequenceDataModule(L.LightningDataModule):
         ``reload_dataloaders_every_n_epochs=1``.
     seed : int
         Seed of the shuffling (epoch ``e`` uses ``seed + e``).
+    controls : Tensor, shape (n, T, U), optional
+        Control inputs of the sequences (the same every epoch).
     """
 
     def __init__(
@@ -74,15 +82,16 @@ class SequenceDataModule(L.LightningDataModule):
         stride=None,
         epoch_data: Callable[[int], tuple] | None = None,
         seed: int = 0,
+        controls: torch.Tensor | None = None,
     ):
         super().__init__()
-        self.sequences, self.mask = sequences, mask
+        self.sequences, self.mask, self.controls = sequences, mask, controls
         self.batch_size, self.window, self.stride = int(batch_size), window, stride
         self.epoch_data, self.seed = epoch_data, int(seed)
 
     def train_dataloader(self) -> DataLoader:
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         sequences, mask = (self.sequences, self.mask) if self.epoch_data is None or epoch == 0 else self.epoch_data(epoch)
-        dataset = SequenceWindows(sequences, mask, self.window, self.stride)
+        dataset = SequenceWindows(sequences, mask, self.window, self.stride, self.controls)
         generator = torch.Generator().manual_seed(self.seed + epoch)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, generator=generator)

@@ -109,8 +109,9 @@ class LDMTrainingModule(L.LightningModule):
         return time.perf_counter() - self._started - self._probe_seconds
 
     def training_step(self, batch, batch_idx):
-        x, mask = batch
-        output = self.model(x, None if bool(mask.all()) else mask)
+        x, mask, *controls = batch  # (x, mask) or (x, mask, u)
+        inputs = {"controls": controls[0]} if controls else {}
+        output = self.model(x, None if bool(mask.all()) else mask, **inputs)
         loss = ldm_loss(output, self.objective, self.entropy_weight, self.generator)
         self.loss_history.append(float(loss.detach()))
         self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x.shape[0])

@@ -149,11 +149,11 @@ class StateSpaceEstimator(ABC):
         if future is None:
             raise ValueError(f"this model takes controls {list(expected)}: pass future_controls for the {horizon} forecast steps")
         given, _ = to_sequences(future, "future_controls", InputSchema((len(expected),), expected), 1)
-        lengths, n = np.asarray(given.layout.lengths), sequences.layout.n_series
-        if given.layout.n_series != n or not (lengths == horizon).all() or not given.observed.all():
+        lengths, n = [int(k) for k in given.layout.lengths], sequences.layout.n_series
+        if given.layout.n_series != n or any(k != horizon for k in lengths) or given.values.shape[1] != horizon:
             raise ValueError(
                 f"future_controls must give all {len(expected)} controls at each of the {horizon} forecast steps "
-                f"of each of the {n} series, got {given.layout.n_series} series of lengths {list(lengths)[:5]}"
+                f"of each of the {n} series, got {given.layout.n_series} series of lengths {lengths[:5]}"
             )
         for i, (mine, theirs) in enumerate(zip(sequences.layout.grids, given.layout.grids)):
             if mine is not None and theirs is not None and not theirs.index.equals(mine.future(horizon)):

@@ -448,7 +448,7 @@ class LDMFilter(StateSpaceEstimator):
     def _smooth_grid(self, grid, controls: np.ndarray | None = None):
         dyn, u = self.model_.dynamics, self._controls_tensor(controls)
         if dyn.nonlinear:
-            smoothed = nonlinear_smoother(grid, dyn.transition_fn, dyn.transition_cov(), self.moments, transition_inputs=u)
+            smoothed = nonlinear_smoother(grid, dyn, dyn.transition_cov(), self.moments, transition_inputs=u)
         else:  # the RTS smoother needs A and Q only: the offsets are in the stored predictions
             smoothed = kalman_smoother(grid, dyn.transition_matrix(), dyn.transition_cov())
         return smoothed.smoothed_mean, smoothed.smoothed_cov
@@ -458,7 +458,7 @@ class LDMFilter(StateSpaceEstimator):
     def _forecast_grid(self, mean, cov, horizon: int, controls: np.ndarray | None = None):
         dyn, u = self.model_.dynamics, self._controls_tensor(controls)
         if dyn.nonlinear:
-            return nonlinear_forecast(mean, cov, dyn.transition_fn, dyn.transition_cov(), horizon, self.moments, transition_inputs=u)
+            return nonlinear_forecast(mean, cov, dyn, dyn.transition_cov(), horizon, self.moments, transition_inputs=u)
         return kalman_forecast(mean, cov, dyn.transition_matrix(), dyn.transition_cov(), horizon, dyn.transition_offset(u))
 
     @_cpu_settings

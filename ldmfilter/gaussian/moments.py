@@ -18,7 +18,7 @@ import torch
 
 from .linalg import cholesky, symmetrize
 
-__all__ = ["PropagatedMoments", "linearize", "unscented", "cubature", "propagate", "MOMENT_RULES"]
+__all__ = ["PropagatedMoments", "value_and_jacobian", "linearize", "unscented", "cubature", "propagate", "MOMENT_RULES"]
 
 
 class PropagatedMoments(NamedTuple):
@@ -51,18 +51,56 @@ def _call(fn: Callable, points: torch.Tensor, inputs: torch.Tensor | None) -> to
     return out.reshape(lead + out.shape[-1:])
 
 
-def linearize(fn: Callable, mean: torch.Tensor, cov: torch.Tensor, inputs: torch.Tensor | None = None) -> PropagatedMoments:
-    """First-order (EKF) rule: ``E[y] ≈ f(m)``, ``Cov[y] ≈ J P Jᵀ``, ``Cov[x, y] ≈ P Jᵀ``.
+def value_and_jacobian(fn: Callable, mean: torch.Tensor, inputs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``f(m)`` and the Jacobian ``J = ∂f/∂x`` at ``m``.
 
-    The Jacobian ``J = ∂f/∂x`` at ``m`` is computed by forward-mode autodiff (``torch.func``,
-    vectorised over the batch and the state dimensions), so ``fn`` must be composed of
-    ``vmap``-compatible torch operations.  The result is differentiable with respect to ``mean``,
-    ``cov`` and the parameters of ``fn`` with ordinary autograd.
+    The Jacobian comes from ``fn.value_and_jacobian`` when ``fn`` has that method (same
+    arguments, returning ``f`` (N, D) and ``J`` (N, D, S)), else from forward-mode autodiff
+    (``torch.func``, vectorised over the batch and the state dimensions; ``fn`` must then be
+    composed of ``vmap``-compatible torch operations).  Differentiable with respect to ``mean``
+    and the parameters of ``fn`` with ordinary autograd.
 
     Parameters
     ----------
     fn : callable
         ``(N, S) -> (N, D)``, or ``(N, S), (N, U) -> (N, D)`` with ``inputs``.
+    mean : Tensor, shape (*batch, S)
+    inputs : Tensor, shape (*batch, U), optional
+
+    Returns
+    -------
+    value : Tensor, shape (*batch, D)
+    jacobian : Tensor, shape (*batch, D, S)
+    """
+    batch_shape = mean.shape[:-1]
+    flat = mean.reshape(-1, mean.shape[-1])
+    flat_inputs = None if inputs is None else inputs.expand(batch_shape + inputs.shape[-1:]).reshape(-1, inputs.shape[-1])
+    given = getattr(fn, "value_and_jacobian", None)
+    if given is not None:
+        out, jac = given(flat) if flat_inputs is None else given(flat, flat_inputs)
+    else:
+        out = _call(fn, flat, flat_inputs)
+        if flat_inputs is None:
+            jac = torch.func.vmap(torch.func.jacfwd(lambda x: fn(x.unsqueeze(0)).squeeze(0)))(flat)
+        else:
+            single = lambda x, u: fn(x.unsqueeze(0), u.unsqueeze(0)).squeeze(0)  # noqa: E731
+            jac = torch.func.vmap(torch.func.jacfwd(single))(flat, flat_inputs)
+    return out.reshape(batch_shape + out.shape[-1:]), jac.reshape(batch_shape + jac.shape[-2:])
+
+
+def linearize(fn: Callable, mean: torch.Tensor, cov: torch.Tensor, inputs: torch.Tensor | None = None) -> PropagatedMoments:
+    """First-order (EKF) rule: ``E[y] ≈ f(m)``, ``Cov[y] ≈ J P Jᵀ``, ``Cov[x, y] ≈ P Jᵀ``.
+
+    The Jacobian ``J = ∂f/∂x`` at ``m`` comes from :func:`value_and_jacobian`: ``fn``'s own
+    ``value_and_jacobian`` method when it has one, else forward-mode autodiff.  The result is
+    differentiable with respect to ``mean``, ``cov`` and the parameters of ``fn`` with ordinary
+    autograd.
+
+    Parameters
+    ----------
+    fn : callable
+        ``(N, S) -> (N, D)``, or ``(N, S), (N, U) -> (N, D)`` with ``inputs``; optionally with a
+        ``value_and_jacobian`` method.
     mean : Tensor, shape (*batch, S)
     cov : Tensor, shape (*batch, S, S)
     inputs : Tensor, shape (*batch, U), optional
@@ -72,16 +110,7 @@ def linearize(fn: Callable, mean: torch.Tensor, cov: torch.Tensor, inputs: torch
     PropagatedMoments
     """
     batch_shape = torch.broadcast_shapes(mean.shape[:-1], cov.shape[:-2])
-    mean = mean.expand(batch_shape + mean.shape[-1:])
-    out = _call(fn, mean, inputs)
-    flat = mean.reshape(-1, mean.shape[-1])
-    if inputs is None:
-        jac = torch.func.vmap(torch.func.jacfwd(lambda x: fn(x.unsqueeze(0)).squeeze(0)))(flat)
-    else:
-        flat_inputs = inputs.expand(batch_shape + inputs.shape[-1:]).reshape(-1, inputs.shape[-1])
-        single = lambda x, u: fn(x.unsqueeze(0), u.unsqueeze(0)).squeeze(0)  # noqa: E731
-        jac = torch.func.vmap(torch.func.jacfwd(single))(flat, flat_inputs)
-    jac = jac.reshape(batch_shape + jac.shape[-2:])  # (*batch, D, S)
+    out, jac = value_and_jacobian(fn, mean.expand(batch_shape + mean.shape[-1:]), inputs)
     cross = cov @ jac.mT  # P Jᵀ
     return PropagatedMoments(out, symmetrize(jac @ cross), cross)
 

@@ -20,8 +20,8 @@ import torch
 
 from .kalman import FilterResult, at_step
 from .linalg import cholesky, cholesky_solve, symmetrize
-from .moments import MOMENT_RULES, propagate
-from .steps import innovation_log_likelihood, mask_observation_model, update_covariance, update_mean
+from .moments import MOMENT_RULES, propagate, value_and_jacobian
+from .steps import innovation_log_likelihood, mask_observation_model, predict_cov, update_covariance, update_mean
 from .validation import broadcastable, check_filter_inputs, check_matrix, check_tensor, split_missing
 
 __all__ = ["nonlinear_filter"]
@@ -120,8 +120,12 @@ def nonlinear_filter(
     for t in range(steps):
         if t > 0:
             inputs = None if transition_inputs is None else transition_inputs[..., t, :]
-            moments = propagate(transition_fn, mean, cov, method, inputs, **rule_options)
-            mean, cov = moments.mean, symmetrize(moments.cov + at_step(Q, t, 2))  # P⁻ = Cov[f(x)] + Q
+            if method == "linearize":  # the linear filter's predict with A = J: P⁻ = J P Jᵀ + Q
+                mean, jac = value_and_jacobian(transition_fn, mean, inputs)
+                cov = predict_cov(cov, jac, at_step(Q, t, 2))
+            else:
+                moments = propagate(transition_fn, mean, cov, method, inputs, **rule_options)
+                mean, cov = moments.mean, symmetrize(moments.cov + at_step(Q, t, 2))  # P⁻ = Cov[f(x)] + Q
         pred_means.append(mean)
         pred_covs.append(cov)
         z_t = obs[..., t, :]

@@ -148,7 +148,7 @@ class LatentKalmanFilter(EncodesObservations):
         m0, P0 = dyn.initial_belief()
         if dyn.nonlinear:
             return nonlinear_filter(
-                z, dyn.transition_fn, Q, D, R, m0, P0, method=self.moments, mask=mask, transition_inputs=controls
+                z, dyn, Q, D, R, m0, P0, method=self.moments, mask=mask, transition_inputs=controls
             )
         c = dyn.transition_offset(controls)
         return kalman_filter(z, dyn.transition_matrix(), Q, D, R, m0, P0, transition_offset=c, mask=mask, parallel=self.parallel)

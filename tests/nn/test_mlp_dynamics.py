@@ -1,0 +1,135 @@
+"""``MLPDynamics`` and the nonlinear ``LatentKalmanFilter``: the linear reduction for every moment
+rule, the analytic Jacobian, controls, boundedness and long-sequence stability."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ldmfilter.gaussian import MOMENT_RULES, nonlinear_filter
+from ldmfilter.nn import LatentKalmanFilter, LinearDynamics, MLPDynamics, MLPEncoder, make_noise
+from ldmfilter.training.objectives import ldm_loss
+
+DT = torch.float64
+OBS = (6,)
+
+
+def pair(state_dim=4, latent_dim=2, control_dim=0, seed=0, hidden=(16,)):
+    """Linear and MLP dynamics with the same linear part (b, q, s, B moved off their initial values)."""
+    g = torch.Generator().manual_seed(seed)
+    linear = LinearDynamics(state_dim, latent_dim, g, control_dim)
+    with torch.no_grad():
+        linear.offset.copy_(0.3 * torch.randn(state_dim, generator=g))
+        linear.log_process_noise.copy_(0.2 * torch.randn(state_dim, generator=g))
+        linear.log_scale.fill_(-0.5)
+        if control_dim:
+            linear.control.copy_(torch.randn(state_dim, control_dim, generator=g))
+    mlp = MLPDynamics(state_dim, latent_dim, torch.Generator().manual_seed(seed + 1), control_dim, hidden)
+    mlp.load_state_dict({**mlp.state_dict(), **linear.state_dict()})
+    return linear.to(DT), mlp.to(DT)
+
+
+def randomize_residual(dyn: MLPDynamics, scale=0.5, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in dyn.residual.parameters():
+            p.copy_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
+
+
+def latent_filter(dyn, moments="linearize", noise="fixed"):
+    torch.manual_seed(0)
+    encoder = MLPEncoder(OBS, dyn.latent_dim, hidden=(8,))
+    return LatentKalmanFilter(encoder, dyn, make_noise(noise, OBS, dyn.latent_dim, hidden=(5,)), moments=moments).to(DT)
+
+
+def test_zero_residual_is_the_linear_transition():
+    linear, mlp = pair(control_dim=2)
+    h, u = torch.randn(7, 4, dtype=DT), torch.randn(7, 2, dtype=DT)
+    expected = h @ linear.transition_matrix().T + linear.transition_offset(u[:, None, :])[:, 0]
+    torch.testing.assert_close(mlp(h, u), expected)
+
+
+@pytest.mark.parametrize("control_dim,hidden", [(0, (16,)), (3, (7, 5))])
+def test_value_and_jacobian_matches_autodiff(control_dim, hidden):
+    _, mlp = pair(control_dim=control_dim, hidden=hidden)
+    randomize_residual(mlp)
+    h = torch.randn(5, 4, dtype=DT)
+    u = torch.randn(5, control_dim, dtype=DT) if control_dim else None
+    value, jac = mlp.value_and_jacobian(h, u)
+    single = lambda x, v: mlp(x[None], None if v is None else v[None])[0]  # noqa: E731
+    expected = torch.func.vmap(torch.func.jacfwd(single), in_dims=(0, 0 if control_dim else None))(h, u)
+    torch.testing.assert_close(value, mlp(h, u))
+    torch.testing.assert_close(jac, expected)
+
+
+@pytest.mark.parametrize("moments", sorted(MOMENT_RULES))
+@pytest.mark.parametrize("noise", ["fixed", "input"])
+def test_zero_residual_reproduces_the_linear_filter_and_loss(moments, noise):
+    linear, mlp = pair(control_dim=2)
+    x = torch.randn(3, 9, *OBS, dtype=DT)
+    u = torch.randn(3, 9, 2, dtype=DT)
+    mask = torch.ones(3, 9, dtype=torch.bool)
+    mask[1, 2:4] = False
+    a = latent_filter(linear, noise=noise)(x, mask, controls=u)
+    b = latent_filter(mlp, moments, noise=noise)(x, mask, controls=u)
+    for name in ("filtered_mean", "filtered_cov", "predicted_mean", "predicted_cov", "log_likelihood"):
+        torch.testing.assert_close(getattr(b.filtered, name), getattr(a.filtered, name).expand_as(getattr(b.filtered, name)), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(ldm_loss(b), ldm_loss(a), rtol=1e-12, atol=1e-12)
+
+
+def test_nonlinear_latent_filter_is_the_engine_filter():
+    _, mlp = pair()
+    randomize_residual(mlp)
+    model = latent_filter(mlp, "unscented")
+    x = torch.randn(2, 7, *OBS, dtype=DT)
+    out = model(x)
+    R = model.noise(x, mlp.log_scale)
+    m0, P0 = mlp.initial_belief()
+    direct = nonlinear_filter(out.latents, mlp, mlp.transition_cov(), mlp.observation_matrix, R, m0, P0, method="unscented")
+    torch.testing.assert_close(out.filtered.filtered_mean, direct.filtered_mean)
+    torch.testing.assert_close(out.log_likelihood, direct.log_likelihood)
+
+
+def test_residual_is_bounded_for_any_state():
+    _, mlp = pair()
+    randomize_residual(mlp, scale=2.0)
+    last = mlp.residual[-1]
+    bound = last.weight.abs().sum(1) + last.bias.abs()
+    h = 1e6 * torch.randn(200, 4, dtype=DT)
+    residual = mlp(h) - (h - mlp.offset) @ mlp.transition.T - mlp.offset
+    assert (residual.abs() <= bound * (1 + 1e-9)).all()
+
+
+def test_controls_are_checked():
+    _, mlp = pair(control_dim=2)
+    h = torch.randn(3, 4, dtype=DT)
+    with pytest.raises(ValueError, match="2 control input"):
+        mlp(h)
+    with pytest.raises(ValueError, match="must end in 2"):
+        mlp(h, torch.randn(3, 3, dtype=DT))
+    _, plain = pair()
+    with pytest.raises(ValueError, match="must end in 0"):
+        plain(h, torch.randn(3, 1, dtype=DT))
+
+
+def test_residual_output_starts_at_zero_and_learns():
+    _, mlp = pair()
+    model = latent_filter(mlp)
+    assert all(float(p.detach().abs().max()) == 0.0 for p in mlp.residual[-1].parameters())
+    ldm_loss(model(torch.randn(4, 12, *OBS, dtype=DT))).backward()
+    assert float(mlp.residual[-1].weight.grad.abs().max()) > 0.0
+    assert "residual.0.weight" in dict(mlp.named_parameters())
+    assert any(p is mlp.residual[0].weight for p in model.parameter_groups()["predictor"])
+
+
+@pytest.mark.parametrize("moments", sorted(MOMENT_RULES))
+def test_long_float32_sequences_stay_finite_and_psd(moments):
+    _, mlp = pair(seed=4)
+    randomize_residual(mlp, scale=1.5)
+    mlp.clip_spectral_radius_(1.02)
+    model = latent_filter(mlp, moments).float()
+    x = 3.0 * torch.randn(2, 3000, *OBS)
+    with torch.no_grad():
+        result = model(x).filtered
+    assert torch.isfinite(result.filtered_mean).all() and torch.isfinite(result.log_likelihood).all()
+    assert float(torch.linalg.eigvalsh(result.filtered_cov.double()).min()) > -1e-5

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..gaussian.linalg import broadcast_compact, quadratic_diagonal
+
 __all__ = ["PCAProjection", "RandomProjection", "ProjectedReadout", "projection_from_spec", "PROJECTIONS"]
 
 
@@ -227,9 +229,13 @@ class ProjectedReadout(nn.Module):
 
     def _projected(self, mean: torch.Tensor, cov: torch.Tensor):
         H = self.weight.to(mean.dtype)
-        y_mean = mean @ H.mT + self.bias.to(mean.dtype)
-        y_cov = H @ cov @ H.mT + self.noise_cov.to(mean.dtype)
-        return y_mean, 0.5 * (y_cov + y_cov.mT)
+        return mean @ H.mT + self.bias.to(mean.dtype), self._projected_cov(cov.to(mean.dtype))
+
+    def _projected_cov(self, cov: torch.Tensor) -> torch.Tensor:
+        """``Σ_y = H P Hᵀ + R`` (symmetrised), shape (*lead, K, K)."""
+        H = self.weight.to(cov.dtype)
+        y_cov = H @ cov @ H.mT + self.noise_cov.to(cov.dtype)
+        return 0.5 * (y_cov + y_cov.mT)
 
     def forward(self, mean: torch.Tensor, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Means (*lead, D) and full covariances (*lead, D, D)."""
@@ -239,8 +245,21 @@ class ProjectedReadout(nn.Module):
         return y_mean @ B.mT + self.centre.to(mean.dtype), 0.5 * (out_cov + out_cov.mT)
 
     def marginal(self, mean: torch.Tensor, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Means and marginal variances (*lead, D), without forming D×D covariances."""
-        y_mean, y_cov = self._projected(mean, cov)
-        B = self.basis.to(mean.dtype)
-        var = ((B @ y_cov) * B).sum(-1) + self.residual_var.to(mean.dtype)  # diag(B Σ_y Bᵀ) + r
-        return y_mean @ B.mT + self.centre.to(mean.dtype), var
+        """Means and marginal variances (*lead, D), without forming D×D covariances.
+
+        ``diag(B Σ_y Bᵀ) + r`` with ``Σ_y = H P Hᵀ + R`` goes through
+        :func:`~ldmfilter.gaussian.linalg.quadratic_diagonal` once per distinct ``P`` (a covariance
+        shared across series is not expanded), without ``(*lead, D, K)`` temporaries: as
+        ``diag(B Σ_y Bᵀ)`` when ``K < S``, else as ``diag(G P Gᵀ) + diag(B R Bᵀ)`` with ``G = B H``.
+        """
+        H, B = self.weight.to(mean.dtype), self.basis.to(mean.dtype)
+        y_mean = mean @ H.mT + self.bias.to(mean.dtype)
+        compact = broadcast_compact(cov).to(mean.dtype)  # (*lead', S, S), lead' = distinct covariances
+        if H.shape[0] < H.shape[1]:  # Σ_y is smaller than P
+            var = quadratic_diagonal(B, self._projected_cov(compact))
+        else:
+            fixed = ((B @ self.noise_cov.to(mean.dtype)) * B).sum(-1)  # diag(B R Bᵀ)
+            var = quadratic_diagonal(B @ H, compact).add_(fixed)
+        var = var.add_(self.residual_var.to(mean.dtype))  # + r
+        lead = torch.broadcast_shapes(mean.shape[:-1], cov.shape[:-2])
+        return (y_mean @ B.mT).add_(self.centre.to(mean.dtype)), var.expand(lead + B.shape[:1]).contiguous()

@@ -29,9 +29,13 @@ __all__ = [
     "cholesky_solve",
     "triangular_solve",
     "logdet_from_cholesky",
+    "broadcast_compact",
+    "quadratic_diagonal",
+    "QUADRATIC_CHUNK_BYTES",
 ]
 
 MAX_JITTER_TRIES = 6
+QUADRATIC_CHUNK_BYTES = 64 * 2**20  # bound on each temporary of quadratic_diagonal
 
 
 class NotPositiveDefiniteError(ValueError):
@@ -178,3 +182,71 @@ def logdet_from_cholesky(factor: torch.Tensor) -> torch.Tensor:
     Tensor, shape (*batch,)
     """
     return 2.0 * factor.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+
+
+def broadcast_compact(tensor: torch.Tensor, core_dims: int = 2) -> torch.Tensor:
+    """The distinct entries of a broadcast view: every leading axis of stride 0 cut to length 1.
+
+    A covariance shared across series is often passed as ``cov.expand(n, T, S, S)``; work done on
+    ``broadcast_compact(cov)`` (``(1, T, S, S)``) and expanded back is done once, not ``n`` times.
+
+    Parameters
+    ----------
+    tensor : Tensor, shape (*lead, *core)
+    core_dims : int
+        How many trailing axes form one item (2 for matrices).
+
+    Returns
+    -------
+    Tensor, shape (*lead', *core)
+        A view, with ``lead'[i] = 1`` where ``tensor`` has stride 0 along ``lead[i]``.
+    """
+    n_lead = tensor.ndim - core_dims
+    index = tuple(
+        slice(0, 1) if size > 1 and stride == 0 else slice(None)
+        for size, stride in zip(tensor.shape[:n_lead], tensor.stride()[:n_lead])
+    )
+    return tensor[index]
+
+
+def quadratic_diagonal(weight: torch.Tensor, cov: torch.Tensor, chunk_bytes: int | None = None) -> torch.Tensor:
+    """``diag(W P Wᵀ)`` for a stack of matrices ``P``, without forming ``W P`` for all of them at once.
+
+    ``(W P Wᵀ)_dd = Σ_ij P_ij W_di W_dj``: one matrix product of the flattened ``P`` (rows of
+    ``S²``) with the row-wise outer products of ``W`` (``D × S²``), done in blocks of rows and of
+    ``d`` so that each temporary stays under ``chunk_bytes``; leading axes of stride 0 (a shared
+    covariance broadcast over series) are evaluated once and expanded.  Equal to
+    ``((W @ P) * W).sum(-1)`` up to float rounding.
+
+    Parameters
+    ----------
+    weight : Tensor, shape (D, S)
+    cov : Tensor, shape (*lead, S, S)
+    chunk_bytes : int, optional
+        Size bound of each temporary; ``QUADRATIC_CHUNK_BYTES`` (64 MiB) by default.
+
+    Returns
+    -------
+    Tensor, shape (*lead, D)
+        A broadcast view along the stride-0 axes of ``cov``; fresh memory otherwise.
+    """
+    if weight.ndim != 2 or cov.ndim < 2 or cov.shape[-2:] != (weight.shape[1], weight.shape[1]):
+        raise ValueError(
+            f"quadratic_diagonal needs weight (D, S) and cov (*lead, S, S), got {tuple(weight.shape)} and {tuple(cov.shape)}"
+        )
+    D, S = weight.shape
+    lead = cov.shape[:-2]
+    compact = broadcast_compact(cov)
+    rows = compact.reshape(-1, S * S)  # a view unless the distinct covariances are not contiguous
+    weight = weight.to(cov.dtype)
+    budget = QUADRATIC_CHUNK_BYTES if chunk_bytes is None else int(chunk_bytes)
+    itemsize = cov.element_size()
+    columns = max(1, min(D, budget // (S * S * itemsize)))
+    out = torch.empty(rows.shape[0], D, dtype=cov.dtype, device=cov.device)
+    for start in range(0, D, columns):
+        w = weight[start : start + columns]
+        outer = (w[:, :, None] * w[:, None, :]).reshape(w.shape[0], S * S)  # rows W_di W_dj
+        step = max(1, budget // (w.shape[0] * itemsize))
+        for first in range(0, rows.shape[0], step):
+            out[first : first + step, start : start + columns] = rows[first : first + step] @ outer.mT
+    return out.reshape(compact.shape[:-2] + (D,)).expand(lead + (D,))

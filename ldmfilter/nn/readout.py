@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 from ..gaussian import propagate
+from ..gaussian.linalg import broadcast_compact, quadratic_diagonal
+from .affine import fit_affine, reduce_affine, residual_moments, solve_affine
 from .encoders import make_mlp
 
 __all__ = ["fit_affine", "LinearReadout", "MLPReadout", "readout_from_spec", "MIN_NOISE_FRACTION", "PENALTIES"]
@@ -28,69 +30,34 @@ def _rows(features: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, 
     return x, y
 
 
-def fit_affine(
-    features: torch.Tensor, targets: torch.Tensor, feature_cov: torch.Tensor | None = None, penalty: float = 1.0
-) -> torch.Tensor:
-    """Least-squares affine map from features to targets, in float64.
-
-    With ``feature_cov`` the features are uncertain, ``h_t ~ N(m_t, P_t)``, and the map minimises
-    ``Σ_t ‖y_t − W m_t − b‖² + λ tr(W P_t Wᵀ)`` (``λ = penalty``; at 1 this is the expected squared
-    error under the beliefs): directions the features barely determine get small weights.  Rows whose targets are all NaN
-    are left out; a target column with NaN in other rows is fitted on its own observed rows.
-
-    Parameters
-    ----------
-    features : Tensor, shape (*lead, F)
-    targets : Tensor, shape (*lead, D)
-    feature_cov : Tensor, shape (F, F), optional
-        The average covariance ``P̄`` of the features.
-    penalty : float
-        ``λ ≥ 0``.
-
-    Returns
-    -------
-    Tensor, shape (F + 1, D)
-        Weights; the last row is the intercept.
-    """
-    x, y = _rows(features, targets)
-    design = torch.cat([x, torch.ones_like(x[:, :1])], 1)
-    present = ~torch.isnan(y)
-
-    def solve(rows: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        a, b = design[rows], values[rows]
-        if feature_cov is not None:  # Σ_t P_t as extra rows: [m_t 1] rows plus root(n P̄)ᵀ rows with target 0
-            scaled = penalty * a.shape[0] * feature_cov.to(torch.float64)
-            root = torch.linalg.cholesky(scaled + 1e-12 * torch.eye(x.shape[1], dtype=torch.float64))
-            a = torch.cat([a, torch.cat([root.mT, torch.zeros_like(root[:, :1])], 1)])
-            b = torch.cat([b, torch.zeros(root.shape[0], b.shape[1], dtype=b.dtype)])
-        return torch.linalg.lstsq(a, b, driver="gelsd").solution
-
-    if bool((present == present.any(1, keepdim=True)).all()):  # whole rows missing, or none
-        return solve(present.all(1), y)
-    return torch.cat([solve(present[:, d], y[:, d : d + 1]) for d in range(y.shape[1])], 1)
-
-
 def _lead_mean(cov: torch.Tensor) -> torch.Tensor:
     """Average of (*lead, S, S) covariances without copying broadcast views."""
     return cov.detach().to(torch.float64).mean(dim=tuple(range(cov.ndim - 2))) if cov.ndim > 2 else cov.detach().to(torch.float64)
 
 
-def _noise_from_residuals(residual: torch.Tensor, propagated: torch.Tensor | None, diagonal: bool, dof: int) -> torch.Tensor:
+def _noise_from_residuals(
+    sum_squares: torch.Tensor,
+    cross: torch.Tensor | None,
+    counts: torch.Tensor,
+    pair_counts: torch.Tensor | None,
+    propagated: torch.Tensor | None,
+    diagonal: bool,
+    dof: int,
+) -> torch.Tensor:
     """Read-out noise: residual covariance minus the part the state uncertainty already explains.
 
     ``Cov(residual) ≈ W P̄ Wᵀ + Σ``; eigenvalues (diagonal: variances) of ``Σ`` are floored at
-    ``MIN_NOISE_FRACTION`` of the smallest residual variance.  NaN residuals are skipped.
+    ``MIN_NOISE_FRACTION`` of the smallest residual variance.  The residuals enter through their
+    sums over observed rows: ``sum_squares`` (D,) and, for a full ``Σ``, ``cross`` (D, D), with
+    ``counts`` (D,) and ``pair_counts`` (D, D) rows observed per column and per pair of columns.
     """
-    present = ~torch.isnan(residual)
-    filled = torch.where(present, residual, torch.zeros((), dtype=residual.dtype))
-    counts = present.to(residual.dtype)
     if diagonal:
-        var = (filled**2).sum(0) / (counts.sum(0) - dof).clamp_min(1)
+        var = sum_squares / (counts - dof).clamp_min(1)
         floor = MIN_NOISE_FRACTION * var
         if propagated is not None:
             var = var - propagated.diagonal()
         return torch.diag(torch.maximum(var, floor))
-    noise = filled.mT @ filled / (counts.mT @ counts - dof).clamp_min(1)
+    noise = cross / (pair_counts - dof).clamp_min(1)
     floor = MIN_NOISE_FRACTION * float(noise.diagonal().min())
     if propagated is not None:
         noise = noise - propagated
@@ -99,16 +66,30 @@ def _noise_from_residuals(residual: torch.Tensor, propagated: torch.Tensor | Non
     return 0.5 * (noise + noise.mT)
 
 
-def _marginal_nll(residual: torch.Tensor, cov: torch.Tensor) -> float:
-    """Mean Gaussian NLL (up to a constant) of residuals under ``N(0, cov)``; marginal when NaN are present."""
+def _marginal_nll(
+    sum_squares: torch.Tensor, cross: torch.Tensor | None, counts: torch.Tensor, cov: torch.Tensor, missing: bool
+) -> float:
+    """Mean Gaussian NLL (up to a constant) of residuals under ``N(0, cov)``; marginal when NaN are present.
+
+    The per-row mean of ``r_tᵀ cov⁻¹ r_t + log|cov|`` is ``tr(L⁻¹ C L⁻ᵀ) / n + log|cov|`` with
+    ``C = Σ_t r_t r_tᵀ`` (``cross``); marginally, per observed value, from ``sum_squares``.
+    """
     var = cov.diagonal()
-    if bool(torch.isnan(residual).any()) or cov.shape[0] > 64:
-        present = ~torch.isnan(residual)
-        terms = torch.where(present, residual**2 / var + var.log(), torch.zeros((), dtype=residual.dtype))
-        return float(terms.sum() / present.sum())
+    if missing or cov.shape[0] > 64:
+        return float((sum_squares / var + counts * var.log()).sum() / counts.sum())
     factor = torch.linalg.cholesky(cov)
-    whitened = torch.linalg.solve_triangular(factor, residual.mT, upper=False)
-    return float((whitened**2).sum(0).mean() + 2 * factor.diagonal().log().sum())
+    half = torch.linalg.solve_triangular(factor, cross, upper=False)  # L⁻¹ C
+    whitened = torch.linalg.solve_triangular(factor, half.mT, upper=False)  # L⁻¹ C L⁻ᵀ (C symmetric)
+    return float(whitened.diagonal().sum() / counts[0] + 2 * factor.diagonal().log().sum())
+
+
+def _explicit_moments(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor):
+    """Residual sums over observed rows, from the residuals themselves (NaN patterns that differ by column)."""
+    residual = y - (x @ weight.mT + bias)
+    present = ~torch.isnan(residual)
+    filled = torch.where(present, residual, torch.zeros((), dtype=residual.dtype))
+    counts = present.to(residual.dtype)
+    return (filled**2).sum(0), filled.mT @ filled, counts.mT @ counts
 
 
 class LinearReadout(nn.Module):
@@ -164,16 +145,22 @@ class LinearReadout(nn.Module):
             raise ValueError(
                 f"state_mean {tuple(state_mean.shape)} and targets {tuple(targets.shape)} must share leading axes"
             )
-        x, y = _rows(state_mean, targets)
         mean_cov = None if state_cov is None else _lead_mean(state_cov)
+        D = targets.shape[-1]
+        problem = reduce_affine(state_mean, targets, cross=not diagonal or D <= 64)  # one pass over the data
+        dof = problem.n_features + 1
         best = None
         for penalty in PENALTIES if mean_cov is not None else (0.0,):
-            coef = fit_affine(state_mean, targets, mean_cov, penalty)
+            coef = solve_affine(problem, mean_cov, penalty)
             weight, bias = coef[:-1].mT.contiguous(), coef[-1].clone()
-            residual = y - (x @ weight.mT + bias)
+            sum_squares, cross = residual_moments(problem, coef)
+            pair_counts = None if cross is None else problem.counts[0].expand(D, D)  # one block: same rows
+            if cross is None and not diagonal:  # full Σ under a NaN pattern that differs by column
+                sum_squares, cross, pair_counts = _explicit_moments(*_rows(state_mean, targets), weight, bias)
             propagated = None if mean_cov is None else weight @ mean_cov @ weight.mT
-            noise = _noise_from_residuals(residual, propagated, diagonal, coef.shape[0])
-            score = _marginal_nll(residual, noise if propagated is None else propagated + noise)
+            noise = _noise_from_residuals(sum_squares, cross, problem.counts, pair_counts, propagated, diagonal, dof)
+            total = noise if propagated is None else propagated + noise
+            score = _marginal_nll(sum_squares, cross, problem.counts, total, problem.missing)
             if best is None or score < best[0]:
                 best = (score, weight, bias, noise)
         return cls(*best[1:])
@@ -186,11 +173,18 @@ class LinearReadout(nn.Module):
         return out_mean, 0.5 * (out_cov + out_cov.mT)
 
     def marginal(self, mean: torch.Tensor, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Means (*lead, D) and marginal variances (*lead, D), without forming D×D covariances."""
+        """Means (*lead, D) and marginal variances (*lead, D), without forming D×D covariances.
+
+        The variances ``diag(W P Wᵀ) + diag Σ`` go through :func:`~ldmfilter.gaussian.linalg.quadratic_diagonal`:
+        no ``(*lead, D, S)`` temporary, and a covariance shared across series (a broadcast view, or
+        fewer leading axes than ``mean``) is evaluated once.
+        """
         W = self.weight.to(mean.dtype)
-        out_mean = mean @ W.mT + self.bias.to(mean.dtype)
-        var = ((W @ cov) * W).sum(-1) + self.noise_cov.diagonal().to(mean.dtype)  # diag(W P Wᵀ) + diag Σ
-        return out_mean, var
+        out_mean = (mean @ W.mT).add_(self.bias.to(mean.dtype))
+        var = quadratic_diagonal(W, broadcast_compact(cov).to(mean.dtype))  # one row per distinct P
+        var = var.add_(self.noise_cov.diagonal().to(mean.dtype))  # diag(W P Wᵀ) + diag Σ
+        lead = torch.broadcast_shapes(mean.shape[:-1], cov.shape[:-2])
+        return out_mean, var.expand(lead + W.shape[:1]).contiguous()
 
 
 class MLPReadout(nn.Module):

@@ -1,0 +1,227 @@
+"""Penalised affine least squares from (uncertain) features to targets, reduced once, solved per penalty.
+
+The read-outs fit ``y_t ≈ W m_t + b`` under several penalties ``λ`` (see :func:`fit_affine`).  The
+data enter only through a thin QR factorisation of the design, ``[m_t 1] = Q R``, and the
+projections ``Qᵀ y``:
+
+    ‖[m 1] c − y‖² = ‖R c − Qᵀ y‖² + ‖(I − Q Qᵀ) y‖².
+
+:func:`reduce_affine` makes that pass over the ``(N, D)`` targets once, in row blocks of bounded
+size; each penalty is then a ``(2F − 1) × F`` problem (``F`` = features + 1) with the singular
+values, hence the rank cut-off, of the full one (:func:`solve_affine`), and the residual sums of
+squares follow without forming residuals (:func:`residual_moments`).
+
+Targets may hold NaN (missing).  Rows whose targets are all NaN are left out; when the pattern
+differs between columns, the columns that share the same observed rows are reduced together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["fit_affine", "AffineProblem", "reduce_affine", "solve_affine", "residual_moments", "CHUNK_BYTES"]
+
+CHUNK_BYTES = 64 * 2**20  # bound on the row blocks of targets touched at once
+
+
+@dataclass
+class _Block:
+    """Reduced form of the columns ``columns`` (None: all) observed on the same ``n_rows`` rows."""
+
+    columns: torch.Tensor | None
+    n_rows: int
+    factor: torch.Tensor  # R, (r, F)
+    projected: torch.Tensor  # Qᵀ y, (r, D_block)
+    residual_ss: torch.Tensor  # ‖(I − Q Qᵀ) y‖² per column, (D_block,)
+    residual_cross: torch.Tensor | None  # ((I − Q Qᵀ) y)ᵀ ((I − Q Qᵀ) y), (D_block, D_block)
+
+
+@dataclass
+class AffineProblem:
+    """``min_c ‖[x 1] c − y‖²`` in reduced form (see the module docstring).
+
+    Attributes
+    ----------
+    blocks : list
+        One per set of target columns sharing their observed rows.
+    n_features : int
+        ``F − 1``.
+    counts : Tensor, shape (D,)
+        Observed rows per target column.
+    missing : bool
+        Whether the targets hold any NaN.
+    """
+
+    blocks: list
+    n_features: int
+    counts: torch.Tensor
+    missing: bool
+
+    @property
+    def n_targets(self) -> int:
+        """``D``, the number of target columns."""
+        return self.counts.shape[0]
+
+
+def _reduce_block(design, y, rows, columns, cross: bool, fill: bool, chunk_bytes: int) -> _Block:
+    """QR of the design rows ``rows`` (None: all) and two row-blocked passes over ``y[:, columns]``."""
+    q, factor = torch.linalg.qr(design if rows is None else design[rows])
+    if rows is not None:  # Q on all rows, exactly zero on the left-out ones
+        q = torch.zeros(design.shape[0], q.shape[1], dtype=q.dtype).index_copy_(0, rows.nonzero().squeeze(1), q)
+    width = y.shape[1] if columns is None else columns.numel()
+    step = max(1, chunk_bytes // (width * y.element_size()))
+
+    def pieces():
+        for start in range(0, y.shape[0], step):
+            values = y[start : start + step]
+            values = values if columns is None else values[:, columns]
+            if fill:  # NaN only where Q is zero: their rows drop out
+                values = torch.where(torch.isnan(values), torch.zeros((), dtype=values.dtype), values)
+            yield q[start : start + step], values
+
+    projected = torch.zeros(q.shape[1], width, dtype=y.dtype)
+    for q_rows, values in pieces():
+        projected += q_rows.mT @ values  # Qᵀ y
+    residual_ss = torch.zeros(width, dtype=y.dtype)
+    residual_cross = torch.zeros(width, width, dtype=y.dtype) if cross else None
+    for q_rows, values in pieces():
+        residual = values - q_rows @ projected  # (I − Q Qᵀ) y
+        residual_ss += (residual**2).sum(0)
+        if cross:
+            residual_cross += residual.mT @ residual
+    n_rows = design.shape[0] if rows is None else int(rows.sum())
+    return _Block(columns, n_rows, factor, projected, residual_ss, residual_cross)
+
+
+def reduce_affine(
+    features: torch.Tensor, targets: torch.Tensor, cross: bool = False, chunk_bytes: int | None = None
+) -> AffineProblem:
+    """Reduce ``min_c ‖[x 1] c − y‖²`` once, for solves under any penalty (float64).
+
+    Parameters
+    ----------
+    features : Tensor, shape (*lead, F − 1)
+    targets : Tensor, shape (*lead, D)
+        NaN where missing.
+    cross : bool
+        Also keep the residual cross-products (D × D), needed for a full noise covariance; only
+        kept when every column is observed on the same rows.
+    chunk_bytes : int, optional
+        Size bound of the row blocks of targets (``CHUNK_BYTES`` by default).
+
+    Returns
+    -------
+    AffineProblem
+    """
+    x = features.detach().reshape(-1, features.shape[-1]).to(torch.float64)
+    y = targets.detach().reshape(-1, targets.shape[-1]).to(torch.float64)
+    chunk_bytes = CHUNK_BYTES if chunk_bytes is None else int(chunk_bytes)
+    design = torch.cat([x, torch.ones_like(x[:, :1])], 1)
+    D = y.shape[1]
+    missing = bool(torch.isnan(y).any())
+    if not missing:
+        blocks = [_reduce_block(design, y, None, None, cross, False, chunk_bytes)]
+        counts = torch.full((D,), float(y.shape[0]), dtype=torch.float64)
+        return AffineProblem(blocks, x.shape[1], counts, False)
+    present = ~torch.isnan(y)
+    counts = present.sum(0).to(torch.float64)
+    if bool((present == present.any(1, keepdim=True)).all()):  # whole rows missing, or none
+        blocks = [_reduce_block(design, y, present.all(1), None, cross, True, chunk_bytes)]
+    else:  # columns observed on the same rows are reduced together
+        patterns, which = torch.unique(present.mT, dim=0, return_inverse=True)
+        blocks = [
+            _reduce_block(design, y, pattern, (which == k).nonzero().squeeze(1), False, True, chunk_bytes)
+            for k, pattern in enumerate(patterns)
+        ]
+    return AffineProblem(blocks, x.shape[1], counts, True)
+
+
+def solve_affine(problem: AffineProblem, feature_cov: torch.Tensor | None = None, penalty: float = 1.0) -> torch.Tensor:
+    """Weights of the penalised fit (see :func:`fit_affine`) from the reduced problem.
+
+    Each block's ``[R; (λ n P̄)^{1/2}ᵀ]`` has the singular values of the full stacked design, so
+    ``gelsd`` is called with the full problem's ``rcond`` (``eps · max(rows, F)``) and cuts the
+    same rank.
+
+    Parameters
+    ----------
+    problem : AffineProblem
+    feature_cov : Tensor, shape (F − 1, F − 1), optional
+    penalty : float
+
+    Returns
+    -------
+    Tensor, shape (F, D)
+        Weights; the last row is the intercept.
+    """
+    F, f64 = problem.n_features + 1, torch.float64
+    coef = torch.empty(F, problem.n_targets, dtype=f64)
+    for block in problem.blocks:
+        a, b, rows = block.factor, block.projected, block.n_rows
+        if feature_cov is not None:  # Σ_t P_t as extra rows: root(n P̄)ᵀ rows with target 0
+            scaled = penalty * block.n_rows * feature_cov.to(f64)
+            root = torch.linalg.cholesky(scaled + 1e-12 * torch.eye(F - 1, dtype=f64))
+            a = torch.cat([a, torch.cat([root.mT, torch.zeros_like(root[:, :1])], 1)])
+            b = torch.cat([b, torch.zeros(root.shape[0], b.shape[1], dtype=f64)])
+            rows = rows + root.shape[0]
+        rcond = torch.finfo(f64).eps * max(rows, F)
+        solution = torch.linalg.lstsq(a, b, rcond=rcond, driver="gelsd").solution
+        if block.columns is None:
+            coef = solution
+        else:
+            coef[:, block.columns] = solution
+    return coef
+
+
+def residual_moments(problem: AffineProblem, coef: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Residual sums of squares of ``y − [x 1] c`` over the observed rows, without forming residuals.
+
+    Parameters
+    ----------
+    problem : AffineProblem
+    coef : Tensor, shape (F, D)
+
+    Returns
+    -------
+    sum_squares : Tensor, shape (D,)
+    cross : Tensor, shape (D, D), or None
+        ``Σ_t r_t r_tᵀ``, when the problem was reduced with ``cross=True`` as one block.
+    """
+    sum_squares = torch.empty(problem.n_targets, dtype=torch.float64)
+    cross = None
+    for block in problem.blocks:
+        columns = slice(None) if block.columns is None else block.columns
+        error = block.projected - block.factor @ coef[:, columns]  # Qᵀ y − R c
+        sum_squares[columns] = block.residual_ss + (error**2).sum(0)
+        if block.residual_cross is not None:
+            cross = block.residual_cross + error.mT @ error
+    return sum_squares, cross
+
+
+def fit_affine(
+    features: torch.Tensor, targets: torch.Tensor, feature_cov: torch.Tensor | None = None, penalty: float = 1.0
+) -> torch.Tensor:
+    """Least-squares affine map from features to targets, in float64.
+
+    With ``feature_cov`` the features are uncertain, ``h_t ~ N(m_t, P_t)``, and the map minimises
+    ``Σ_t ‖y_t − W m_t − b‖² + λ tr(W P_t Wᵀ)`` (``λ = penalty``; at 1 this is the expected squared
+    error under the beliefs): directions the features barely determine get small weights.  Rows whose targets are all NaN
+    are left out; a target column with NaN in other rows is fitted on its own observed rows.
+
+    Parameters
+    ----------
+    features : Tensor, shape (*lead, F)
+    targets : Tensor, shape (*lead, D)
+    feature_cov : Tensor, shape (F, F), optional
+        The average covariance ``P̄`` of the features.
+    penalty : float
+        ``λ ≥ 0``.
+
+    Returns
+    -------
+    Tensor, shape (F + 1, D)
+        Weights; the last row is the intercept.
+    """
+    return solve_affine(reduce_affine(features, targets), feature_cov, penalty)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("kalman_speed", "kalman_em", "reproduce_paper", "pendulum_video", "lorenz", "real_series")
+BENCHMARKS = ("kalman_speed", "kalman_em", "reproduce_paper", "pendulum_video", "lorenz", "real_series", "nonlinear")
 
 
 def main(argv=None) -> int:

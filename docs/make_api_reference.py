@@ -54,6 +54,8 @@ def _entry(module, name: str) -> list[str]:
         return lines + [""]
     if callable(obj):
         return [f"### `{name}{_signature(obj)}`", "", _summary(obj), ""]
+    if isinstance(obj, dict):
+        return [f"### `{name}`", "", f"A registry (dict) with the keys {', '.join(f'`{k!r}`' for k in obj)}.", ""]
     return [f"### `{name}`", "", f"A constant: `{obj!r}`." if isinstance(obj, (int, float, str, tuple)) else _summary(obj), ""]
 
 

@@ -110,35 +110,40 @@ def _select(data, names: list[str]):
     return data.sel({dim: names})
 
 
-def _split(data, path: str, columns: list[str] | None, targets: list[str] | None):
-    """Inputs and read-out targets (or None) from the columns (channels) of ``data``."""
-    if not columns and not targets:
+def _split(data, path: str, columns: list[str] | None, targets: list[str] | None, controls: list[str] | None = None):
+    """Inputs (observations, then controls) and read-out targets (or None) from the columns (channels) of ``data``."""
+    if not columns and not targets and not controls:
         return data, None
     available = _names(data)
     if not available:
         raise ValueError(
             f"{path} has no named channels (columns, or a 'feature'-like dim with labels) to choose with "
-            "--columns/--targets"
+            "--columns/--targets/--controls"
         )
-    for option, chosen in (("--columns", columns), ("--targets", targets)):
+    for option, chosen in (("--columns", columns), ("--targets", targets), ("--controls", controls)):
         missing = [c for c in chosen or () if c not in available]
         if missing:
             raise ValueError(f"{option} names channels that {path} does not have: {missing}; it has {available[:20]}")
-    targets = list(targets or ())
-    inputs = list(columns) if columns else [c for c in available if c not in targets]
-    overlap = sorted(set(inputs) & set(targets))
-    if overlap:
-        raise ValueError(f"channels {overlap} are both inputs (--columns) and --targets")
+    targets, controls = list(targets or ()), list(controls or ())
+    inputs = list(columns) if columns else [c for c in available if c not in targets + controls]
+    for (a, name_a), (b, name_b) in [((inputs, "inputs (--columns)"), (targets, "--targets")),
+                                     ((inputs, "inputs (--columns)"), (controls, "--controls")),
+                                     ((targets, "--targets"), (controls, "--controls"))]:
+        overlap = sorted(set(a) & set(b))
+        if overlap:
+            raise ValueError(f"channels {overlap} are both {name_a} and {name_b}")
     if not inputs:
-        raise ValueError(f"no input channels are left in {path} after taking out the targets {targets}")
-    return _select(data, inputs), (_select(data, targets) if targets else None)
+        raise ValueError(f"no input channels are left in {path} after taking out the targets and controls {targets + controls}")
+    return _select(data, inputs + controls), (_select(data, targets) if targets else None)
 
 
 def _model_inputs(model, data):
-    """The channels the model was fitted on, when ``data`` holds them all (extra ones, e.g. targets, are dropped)."""
+    """The channels the model was fitted on (and its controls), when ``data`` holds them all (extra ones, e.g.
+    targets, are dropped)."""
     names = getattr(model.schema_, "feature_names", None)
     if not names:
         return data
+    names = tuple(names) + tuple(getattr(model.schema_, "control_names", None) or ())
     available = _names(data)
     if available and set(names) <= set(available) and list(names) != available:
         return _select(data, list(names))
@@ -189,13 +194,16 @@ def _fit(args) -> int:
     out = _check_output(args.model, "model")
     data = _read(args)
     _check_order(data, args.data)
-    inputs, targets = _split(data, args.data, args.columns, args.targets)
-    sequences, schema = to_sequences(inputs, "DATA", None, min_steps=2)
+    inputs, targets = _split(data, args.data, args.columns, args.targets, args.controls)
+    observations = _select(inputs, [c for c in _names(inputs) if c not in args.controls]) if args.controls else inputs
+    sequences, schema = to_sequences(observations, "DATA", None, min_steps=2)
     options = dict(
         state_dim=args.state_dim,
         latent_dim=args.latent_dim,
         encoder=args.encoder,
         noise=args.noise,
+        dynamics=args.dynamics,
+        moments=args.moments,
         max_epochs=args.epochs,
         batch_size=args.batch_size,
         window=args.window,
@@ -209,7 +217,7 @@ def _fit(args) -> int:
         options["learning_rate"] = args.learning_rate
     model = LDMFilter(**options)
     with _training_output(args.quiet):
-        model.fit(inputs, targets=targets)
+        model.fit(inputs, targets=targets, controls=args.controls)
     model.save(out)
 
     layout = sequences.layout
@@ -229,9 +237,12 @@ def _fit(args) -> int:
     ]
     if targets is not None:
         lines.append(f"targets:         {_short(model.target_names_)}")
+    if args.controls:
+        lines.append(f"controls:        {_short(args.controls)}")
+    dynamics = model.dynamics if model.dynamics == "linear" else f"{model.dynamics} ({model.moments})"
     lines += [
         f"model:           state_dim={model.state_dim}, latent_dim={model.latent_dim}, encoder={model.encoder}, "
-        f"noise={model.noise}",
+        f"noise={model.noise}, dynamics={dynamics}",
         f"epochs:          {args.epochs} ({len(history)} optimiser step{'' if len(history) == 1 else 's'})",
         f"training time:   {model.training_seconds_:.2f} s",
         f"final loss:      {final:.4g} (mean over the last epoch)",
@@ -243,7 +254,7 @@ def _fit(args) -> int:
 
 def _apply(args) -> int:
     from . import load
-    from .io.files import write_result
+    from .io.files import read_table, write_result
 
     out = _check_output(args.out, "result")
     model = load(args.model)
@@ -251,7 +262,12 @@ def _apply(args) -> int:
     _check_order(data, args.data)
     data = _model_inputs(model, data)
     if args.command == "forecast":
-        result = model.forecast(data, args.horizon)
+        future = None
+        if args.future_controls is not None:
+            future = read_table(args.future_controls, time_col=args.time_col, series_col=args.series_col)
+            names = list(getattr(model.schema_, "control_names", None) or ())
+            future = _select(future, names) if names and set(names) <= set(_names(future)) else future
+        result = model.forecast(data, args.horizon, future_controls=future)
     else:
         result = getattr(model, args.command)(data)
     write_result(result, out, space=args.space, coverage=args.coverage)
@@ -267,7 +283,7 @@ def _info(args) -> int:
     model = load(args.model)
     print(f"model file: {args.model}")
     print(f"observation shape: {model.obs_shape_}")
-    for name in ("state_dim", "latent_dim", "encoder", "noise", "objective", "predictor", "dtype"):
+    for name in ("state_dim", "latent_dim", "encoder", "noise", "objective", "predictor", "dynamics", "moments", "dtype"):
         print(f"{name}: {getattr(model, name)}")
     print(f"parameters: {sum(p.numel() for p in model.model_.parameters())}")
     schema = model.schema_
@@ -275,6 +291,8 @@ def _info(args) -> int:
         print(f"channels: {_short(schema.feature_names)}")
     if schema.frequency:
         print(f"frequency: {schema.frequency}")
+    if getattr(schema, "control_names", None):
+        print(f"controls: {_short(schema.control_names)}")
     readouts = sorted(getattr(model, "readouts_", {}))
     print(f"read-outs: {', '.join(readouts) or 'none'}")
     if getattr(model, "target_names_", None):
@@ -301,6 +319,10 @@ def _apply_parser(commands, name: str, help: str, description: str) -> argparse.
     parser.add_argument("--model", "-m", required=True, metavar="FILE", help="model file written by `ldmfilter fit`")
     if name == "forecast":
         parser.add_argument("--horizon", type=_positive_int, required=True, metavar="H", help="steps to forecast after each series' end")
+        parser.add_argument(
+            "--future-controls", metavar="FILE",
+            help="data file with the control columns for the H forecast steps (models fitted with --controls)",
+        )
     parser.add_argument(
         "--out", "-o", required=True, metavar="FILE",
         help="result file: .csv/.tsv or .parquet (columns v, v_std, v_lower, v_upper per variable), .nc or .zarr",
@@ -343,6 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--encoder", choices=("mlp", "conv"), default="mlp", help="mlp (any data) or conv (video frames)")
     fit.add_argument("--hidden", type=_positive_int, nargs="+", metavar="N", help="hidden widths of the MLP encoder (default 100)")
     fit.add_argument("--noise", choices=("fixed", "learned", "input"), default="fixed", help="pseudo-observation noise (default fixed)")
+    fit.add_argument("--dynamics", choices=("linear", "mlp"), default="linear", help="transition: linear, or linear + a bounded MLP (default linear)")
+    fit.add_argument(
+        "--moments", choices=("linearize", "unscented", "cubature"), default="linearize",
+        help="moment rule of --dynamics mlp (default linearize)",
+    )
+    fit.add_argument("--controls", nargs="+", metavar="COL", help="channels of DATA that are control inputs of the transition")
     fit.add_argument("--epochs", type=_positive_int, default=20, metavar="N", help="training epochs (default 20)")
     fit.add_argument("--batch-size", type=_positive_int, default=8, metavar="N", help="sequences (windows) per batch (default 8)")
     fit.add_argument("--window", type=_positive_int, metavar="STEPS", help="train on windows of this many steps (default: whole series)")

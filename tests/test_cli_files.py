@@ -237,3 +237,36 @@ def test_zarr_store_end_to_end(tmp_path):
     assert status == 0, err
     with xr.open_zarr(tmp_path / "s.zarr") as result:
         assert result["mean"].dims == ("time", "y", "x") and result.sizes["time"] == 16
+
+
+def test_controls_and_mlp_dynamics_through_the_command_line(tmp_path):
+    """fit --controls --dynamics mlp; filter finds the control columns; forecast reads --future-controls."""
+    table = sensor_table()
+    table["heat"] = np.random.default_rng(3).normal(size=len(table))
+    table.to_csv(tmp_path / "sensors.csv", index=False)
+    status, out, err = run(["fit", tmp_path / "sensors.csv", "--series-col", "site", "--controls", "heat",
+                            "--targets", "pos", "--dynamics", "mlp", "--moments", "cubature",
+                            "--model", tmp_path / "m.ldm", *TINY])
+    assert status == 0, err
+    assert "channels:        3 (u, v, w)" in out and "controls:        heat" in out and "dynamics=mlp (cubature)" in out
+    status, out, err = run(["info", tmp_path / "m.ldm"])
+    assert "dynamics: mlp" in out and "moments: cubature" in out and "controls: heat" in out
+    status, out, err = run(["filter", tmp_path / "sensors.csv", "--series-col", "site", "--model", tmp_path / "m.ldm",
+                            "--out", tmp_path / "f.csv"])
+    assert status == 0, err
+    future = pd.DataFrame({
+        "site": ["north"] * 3 + ["south"] * 3,
+        "timestamp": list(pd.date_range("2024-03-02", periods=3, freq="h").strftime("%Y-%m-%d %H:%M")) * 2,
+        "heat": np.arange(6.0),
+    })
+    future.to_csv(tmp_path / "future.csv", index=False)
+    args = ["forecast", tmp_path / "sensors.csv", "--series-col", "site", "--model", tmp_path / "m.ldm",
+            "--horizon", 3, "--out", tmp_path / "fc.csv"]
+    status, out, err = run(args)
+    assert status == 2 and "future_controls" in err
+    status, out, err = run(args + ["--future-controls", tmp_path / "future.csv"])
+    assert status == 0, err
+    assert len(read_table(tmp_path / "fc.csv", series_col="site")) == 6
+    status, out, err = run(["fit", tmp_path / "sensors.csv", "--series-col", "site", "--controls", "heat",
+                            "--targets", "heat", "--model", tmp_path / "x.ldm", *TINY])
+    assert status == 2 and "both --targets and --controls" in err

@@ -1,0 +1,368 @@
+"""The nonlinear Kalman predictor against the linear one: identifiability, forecasts, training cost.
+
+Three parts, each writing its own section of ``benchmarks/results/nonlinear.md``
+(``nonlinear_quick.md`` with ``--quick``):
+
+* ``cost``: optimiser-step time of ``LDMFilter``'s model (forward, backward, Adam) with the
+  linear transition and with ``dynamics="mlp"`` under each moment rule, on two workloads: the
+  paper's figure-8 recipe (10×10 frames, MLP encoder, S=10, L=5, fixed R) and the pendulum
+  recipe (24×24 frames, linear encoder, S=16, L=10, input-dependent R).  Median of repeats.
+* ``wobbly``: the identifiability experiment (METHOD.md §5): Kalman-linear vs Kalman-MLP vs the
+  paper's RNN predictor, all with the kNN-entropy objective and the paper's 10×200 encoder;
+  linear-probe R² from the filtered state (the RNN: from its latents) to the true 2-D position
+  on held-out sequences, and the 90% coverage and NLL of the position beliefs.  The Kalman
+  models' beliefs are the exact push-forward of the state belief through a linear read-out
+  (``fit_readout``); the RNN predictor has no state belief, so its row uses the linear probe
+  with the probe's residual covariance as a constant Gaussian (the best it offers).
+* ``forecast``: ``pendulum_video`` and ``lorenz`` (the suite's data): linear vs nonlinear
+  predictors, multi-step forecasts of the targets (sin θ, cos θ for the pendulum; the true
+  state for Lorenz-63) from origins inside each test sequence; NLL, CRPS and 90% coverage at
+  horizons 1, 5 and 20.
+
+    python benchmarks/nonlinear.py [--quick] [--parts cost wobbly forecast] [--seeds 0 1 2] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import fcntl
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ldmfilter import LDMFilter, metrics
+from ldmfilter.simulate import make_dotmotion, make_pendulum_video
+from ldmfilter.training.objectives import ldm_loss
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import lorenz as lorenz_benchmark  # noqa: E402  (the suite's Lorenz-63 data and LDMFilter recipe)
+import pendulum_video as pendulum_benchmark  # noqa: E402  (its LDMFilter recipe)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+RULES = ("linearize", "unscented", "cubature")
+HORIZONS = (1, 5, 20)
+PAPER_WOBBLY_R2 = 0.94  # the paper's RNN predictor, 10,000 sequences, 20 epochs
+
+
+@dataclass(frozen=True)
+class Settings:
+    cost_steps: int = 20
+    cost_repeats: int = 3
+    wobbly_train: int = 2000
+    wobbly_test: int = 100
+    wobbly_epochs: int = 5
+    pendulum_train: int = 1000
+    pendulum_test: int = 300
+    pendulum_origins: tuple = (40, 55)
+    lorenz_levels: tuple = (0.0, 20.0)
+    lorenz_origins: tuple = (100, 150)
+    lorenz: lorenz_benchmark.Settings = lorenz_benchmark.Settings()  # data sizes and the LDMFilter recipe
+    dynamics_hidden: tuple = (64,)
+
+
+FULL = Settings()
+QUICK = replace(FULL, cost_steps=3, cost_repeats=1, wobbly_train=64, wobbly_test=16, wobbly_epochs=1,
+                pendulum_train=40, pendulum_test=12, lorenz_levels=(20.0,), lorenz_origins=(50, 80),
+                lorenz=lorenz_benchmark.QUICK)
+
+
+def variants():
+    """(row name, LDMFilter arguments) of the predictors compared."""
+    return [("linear", {"dynamics": "linear"})] + [(f"MLP, {rule}", {"dynamics": "mlp", "moments": rule}) for rule in RULES]
+
+
+# --------------------------------------------------------------------------- cost
+
+
+def step_seconds(model: LDMFilter, obs_shape: tuple, batch: int, steps: int, n: int) -> float:
+    """Seconds per optimiser step of the model ``LDMFilter`` builds, on random frames."""
+    net = model._build_model(obs_shape, None)
+    x = torch.randn((batch, steps) + obs_shape, generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.Adam(net.parameters(), 1e-4)
+
+    def step():
+        loss = ldm_loss(net(x))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(2):
+        step()
+    started = time.perf_counter()
+    for _ in range(n):
+        step()
+    return (time.perf_counter() - started) / n
+
+
+def run_cost(settings: Settings, log=print) -> dict:
+    workloads = {
+        "figure-8 recipe (10×10 frames, MLP encoder (100,), S=10, L=5, fixed R, batch 8 × 100 steps)":
+            ((10, 10), 8, 100, dict(state_dim=10, latent_dim=5)),
+        "pendulum recipe (24×24 frames, linear encoder, S=16, L=10, input-dependent R, batch 8 × 75 steps)":
+            ((24, 24), 8, 75, dict(state_dim=16, latent_dim=10, hidden=(), noise="input")),
+    }
+    out = {}
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    for workload, (shape, batch, steps, kwargs) in workloads.items():
+        rows = {}
+        for name, extra in variants():
+            model = LDMFilter(**kwargs, **extra, dynamics_hidden=settings.dynamics_hidden, verbose=False)
+            times = [step_seconds(model, shape, batch, steps, settings.cost_steps) for _ in range(settings.cost_repeats)]
+            rows[name] = statistics.median(times)
+            log(f"  {workload[:20]} {name:<20s} {1e3 * rows[name]:.1f} ms/step")
+        out[workload] = rows
+    return out
+
+
+def render_cost(out: dict, settings: Settings) -> str:
+    lines = [f"Median over {settings.cost_repeats} repeats of {settings.cost_steps} optimiser steps (after 2 warm-up "
+             "steps) of forward, stop-gradient loss, backward and Adam; float32, 1 intra-op thread. Residual MLP "
+             f"g_θ: hidden {settings.dynamics_hidden}.", ""]
+    for workload, rows in out.items():
+        lines += [f"**{workload}**", "", "| predictor | ms per step | relative to linear |", "| --- | --- | --- |"]
+        base = rows["linear"]
+        lines += [f"| {name} | {1e3 * s:.1f} | {s / base:.1f}× |" for name, s in rows.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- wobbly
+
+
+def wobbly_models(settings: Settings, seed: int, epochs: int):
+    common = dict(objective="knn", latent_dim=2, hidden=(200,) * 10, max_epochs=epochs, random_state=seed,
+                  verbose=False)
+    return {
+        "Kalman, linear (S=4)": LDMFilter(state_dim=4, **common),
+        f"Kalman, MLP {settings.dynamics_hidden} linearize (S=4)": LDMFilter(
+            state_dim=4, dynamics="mlp", dynamics_hidden=settings.dynamics_hidden, **common),
+        "RNN predictor (paper)": LDMFilter(predictor="rnn", **common),
+    }
+
+
+def run_wobbly_seed(settings: Settings, seed: int, log=print) -> dict:
+    train = make_dotmotion("wobbly", settings.wobbly_train, seed=seed)
+    test = make_dotmotion("wobbly", settings.wobbly_test, seed=10_000 + seed)
+    probe_n = min(settings.wobbly_train, 800)
+    rows = {}
+    for name, model in wobbly_models(settings, seed, settings.wobbly_epochs).items():
+        started = time.perf_counter()
+        model.fit(train.frames)
+        fit_s = time.perf_counter() - started
+        if model.predictor == "rnn":
+            f_train, f_test = model.transform(train.frames[:probe_n]), model.transform(test.frames)
+        else:
+            f_train, f_test = model.filter(train.frames[:probe_n]).mean, model.filter(test.frames).mean
+        r2 = metrics.linear_probe_r2(f_train, train.target[:probe_n], f_test, test.target)
+        if model.predictor == "rnn":
+            mean, cov = probe_gaussian(f_train, train.target[:probe_n], f_test)
+        else:
+            model.fit_readout(train.frames[:probe_n], train.target[:probe_n])
+            belief = model.filter(test.frames).targets
+            mean, cov = belief.mean, belief.cov
+        std = np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1))
+        rows[name] = {
+            "r2": r2,
+            "coverage": metrics.gaussian_interval_coverage(test.target, mean, std, 0.9),
+            "nll": metrics.gaussian_nll(test.target, mean, cov=cov),
+            "fit_s": fit_s,
+            "steps_per_s": len(model.loss_history_) / model.training_seconds_,
+        }
+        log(f"  seed {seed} {name:<36s} R² {r2:.3f}  coverage {rows[name]['coverage']:.3f}  "
+            f"NLL {rows[name]['nll']:.3f}  fit {fit_s:.0f} s")
+    return rows
+
+
+def probe_gaussian(f_train, y_train, f_test):
+    """A least-squares probe's predictions with its training residual covariance (a constant Gaussian)."""
+    design = lambda f: np.concatenate([f.reshape(-1, f.shape[-1]), np.ones((f[..., 0].size, 1))], 1)  # noqa: E731
+    weights = np.linalg.lstsq(design(f_train), y_train.reshape(-1, y_train.shape[-1]), rcond=None)[0]
+    residual = y_train.reshape(-1, y_train.shape[-1]) - design(f_train) @ weights
+    mean = (design(f_test) @ weights).reshape(f_test.shape[:-1] + (y_train.shape[-1],))
+    return mean, np.broadcast_to(np.cov(residual.T), mean.shape + (mean.shape[-1],))
+
+
+def render_wobbly(per_seed: dict, settings: Settings) -> str:
+    seeds = sorted(per_seed)
+    names = list(per_seed[seeds[0]])
+    lines = [
+        f"Data: `make_dotmotion('wobbly')`, {settings.wobbly_train} training and {settings.wobbly_test} test "
+        f"sequences of 100 frames (the paper: 10,000 training sequences, 20 epochs; here {settings.wobbly_epochs} "
+        f"epochs); seeds {seeds} (data and models). Every model: kNN-entropy objective (F_MI), L=2, encoder "
+        "MLP 10×200, batch 8, the paper's learning rates. Probe: least squares from the filtered state means "
+        "(RNN: latents) of the first 800 training sequences to the true position, R² on the test sequences. "
+        "Beliefs: Kalman models, `fit_readout` on the same 800 sequences and the exact linear push-forward of "
+        "the filtered state belief; RNN, the probe with its residual covariance.",
+        "",
+        f"| predictor | probe R² (paper's RNN: {PAPER_WOBBLY_R2}) | 90% coverage | NLL (nats/step) | steps/s | fit s |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in names:
+        cells = [_fmt([per_seed[s][name][k] for s in seeds]) for k in ("r2", "coverage", "nll")]
+        speed = _fmt([per_seed[s][name]["steps_per_s"] for s in seeds], 1)
+        fit = _fmt([per_seed[s][name]["fit_s"] for s in seeds], 0)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {speed} | {fit} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- forecasts
+
+
+def horizon_scores(targets: np.ndarray, beliefs: list, origins: tuple) -> dict:
+    """NLL / CRPS / coverage per horizon of forecasts from several origins.
+
+    ``beliefs[i]`` is the forecast target belief (n, H, D) from ``origins[i]``; ``targets`` (n, T, D).
+    """
+    out = {}
+    for h in HORIZONS:
+        y = np.concatenate([targets[:, t0 + h - 1] for t0 in origins])
+        mean = np.concatenate([b.mean[:, h - 1] for b in beliefs])
+        cov = np.concatenate([b.cov[:, h - 1] for b in beliefs])
+        std = np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1))
+        out[h] = {"nll": metrics.gaussian_nll(y, mean, cov=cov), "crps": metrics.crps_gaussian(y, mean, std),
+                  "coverage": metrics.gaussian_interval_coverage(y, mean, std, 0.9)}
+    return out
+
+
+def forecast_rows(make, x_train, y_train, x_test, y_test, origins: tuple, log, label: str) -> dict:
+    rows = {}
+    for name, extra in variants():
+        started = time.perf_counter()
+        model = make(extra).fit(x_train, targets=y_train)
+        fit_s = time.perf_counter() - started
+        beliefs = [model.forecast(x_test[:, :t0], max(HORIZONS)).targets for t0 in origins]
+        rows[name] = {"scores": horizon_scores(y_test, beliefs, origins), "fit_s": fit_s}
+        cells = "  ".join(f"h{h} NLL {s['nll']:.3f} CRPS {s['crps']:.4f} cov {s['coverage']:.2f}"
+                          for h, s in rows[name]["scores"].items())
+        log(f"  {label} {name:<18s} {cells}  fit {fit_s:.0f} s")
+    return rows
+
+
+def run_forecast_seed(settings: Settings, seed: int, log=print) -> dict:
+    out = {}
+    recipe = pendulum_benchmark.FULL.ldm_kwargs()
+    train = make_pendulum_video(settings.pendulum_train, 75, 24, seed=seed)
+    test = make_pendulum_video(settings.pendulum_test, 75, 24, seed=10_000 + seed)
+    make = lambda extra: LDMFilter(**recipe, **extra, dynamics_hidden=settings.dynamics_hidden,  # noqa: E731
+                                   random_state=seed, verbose=False)
+    out["pendulum video"] = forecast_rows(make, train.frames, train.targets, test.frames, test.targets,
+                                          settings.pendulum_origins, log, "pendulum")
+    lorenz_settings = settings.lorenz
+    recipe = dict(lorenz_settings.ldm)
+    for level in settings.lorenz_levels:
+        rng = np.random.default_rng([seed, int(round(level * 10)) + 1000])
+        r = 10.0 ** (-level / 20.0)
+        x_train = lorenz_benchmark.simulate(lorenz_settings.n_train, lorenz_settings.steps, lorenz_settings, rng)
+        x_test = lorenz_benchmark.simulate(lorenz_settings.n_test, lorenz_settings.steps, lorenz_settings, rng)
+        y_train = x_train + r * rng.normal(size=x_train.shape)
+        y_test = x_test + r * rng.normal(size=x_test.shape)
+        make = lambda extra: LDMFilter(**recipe, **extra, dynamics_hidden=settings.dynamics_hidden,  # noqa: E731
+                                       random_state=seed, verbose=False)
+        out[f"lorenz, 1/r² = {level:+.0f} dB"] = forecast_rows(make, y_train, x_train, y_test, x_test,
+                                                               settings.lorenz_origins, log, f"lorenz {level:+.0f} dB")
+    return out
+
+
+def render_forecast(per_seed: dict, settings: Settings) -> str:
+    seeds = sorted(per_seed)
+    lines = [
+        f"Pendulum video: {settings.pendulum_train} training / {settings.pendulum_test} test sequences of 75 frames, "
+        f"the suite's LDMFilter recipe (`pendulum_video.py`), forecasts from steps {settings.pendulum_origins}; "
+        "targets (sin θ, cos θ). Lorenz-63: the suite's data and LDMFilter recipe (`lorenz.py`: "
+        f"{settings.lorenz.n_train} × {settings.lorenz.steps} training, {settings.lorenz.n_test} × "
+        f"{settings.lorenz.steps} test steps; {dict(settings.lorenz.ldm)}), noise levels "
+        f"{settings.lorenz_levels} dB, forecasts from steps {settings.lorenz_origins}; target the true state, read "
+        "out linearly (`fit(X, targets=true states)`). Each model filters the test sequence up to the origin and "
+        f"forecasts {max(HORIZONS)} steps; the target read-out's Gaussian belief is scored. Seeds {seeds}. "
+        f"Residual MLP hidden {settings.dynamics_hidden}. NLL in nats per step (joint over target dims), CRPS "
+        "averaged over dims; lower is better. Bold: best NLL per data set and horizon.",
+        "",
+    ]
+    data_names = list(per_seed[seeds[0]])
+    for data in data_names:
+        names = list(per_seed[seeds[0]][data])
+        lines += [f"**{data}**", "",
+                  "| predictor | " + " | ".join(f"NLL h={h} | CRPS h={h} | cov h={h}" for h in HORIZONS) + " | fit s |",
+                  "| --- |" + " --- | --- | --- |" * len(HORIZONS) + " --- |"]
+        best = {h: min(np.mean([per_seed[s][data][n]["scores"][h]["nll"] for s in seeds]) for n in names) for h in HORIZONS}
+        for name in names:
+            cells = []
+            for h in HORIZONS:
+                values = {k: [per_seed[s][data][name]["scores"][h][k] for s in seeds] for k in ("nll", "crps", "coverage")}
+                nll = _fmt(values["nll"])
+                cells += [f"**{nll}**" if np.mean(values["nll"]) == best[h] else nll, _fmt(values["crps"], 4),
+                          _fmt(values["coverage"], 2)]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt([per_seed[s][data][name]['fit_s'] for s in seeds], 0)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _fmt(values, digits: int = 3) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
+
+
+def write_section(path: Path, part: str, text: str) -> None:
+    """Replace this part's section of ``path`` (other parts' sections are kept; a file lock serialises writers)."""
+    begin, end = f"<!-- {part} -->", f"<!-- /{part} -->"
+    path.touch()
+    with open(path, "r+") as stream:
+        fcntl.flock(stream, fcntl.LOCK_EX)
+        current = stream.read() or "# Nonlinear Kalman predictor vs the linear one\n\n"
+        block = f"{begin}\n{text}\n{end}"
+        if begin in current:
+            head, rest = current.split(begin, 1)
+            current = head + block + rest.split(end, 1)[1]
+        else:
+            current = current.rstrip("\n") + "\n\n" + block + "\n"
+        stream.seek(0)
+        stream.truncate()
+        stream.write(current)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--parts", nargs="+", choices=("cost", "wobbly", "forecast"), default=["cost", "wobbly", "forecast"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    torch.set_num_threads(1)
+    path = RESULTS / ("nonlinear_quick.md" if args.quick else "nonlinear.md")
+    results = {}
+    for part in args.parts:
+        started = time.perf_counter()
+        print(f"{part}:", flush=True)
+        if part == "cost":
+            results[part] = run_cost(settings)
+            body = render_cost(results[part], settings)
+        elif part == "wobbly":
+            results[part] = {seed: run_wobbly_seed(settings, seed) for seed in args.seeds}
+            body = render_wobbly(results[part], settings)
+        else:
+            results[part] = {seed: run_forecast_seed(settings, seed) for seed in args.seeds}
+            body = render_forecast(results[part], settings)
+        wall = time.perf_counter() - started
+        when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+        header = (f"## {part} ({'quick' if args.quick else 'full'} settings, run of {when}, {wall:.0f} s)\n\n"
+                  f"Machine: {platform.machine()}, 2 shared CPU cores, torch {torch.__version__}, 1 intra-op thread.\n")
+        if not args.no_write:
+            write_section(path, part, header + "\n" + body)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""The nonlinear-predictor benchmark at its --quick settings (slow): every part runs and reports finite scores."""
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "nonlinear.py"
+
+
+def _load_script():
+    spec = importlib.util.spec_from_file_location("nonlinear_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_quick_nonlinear_benchmark_runs():
+    module = _load_script()
+    results = module.main(["--quick", "--seeds", "0", "--no-write"])
+    assert set(results) == {"cost", "wobbly", "forecast"}
+    for rows in results["cost"].values():
+        assert set(rows) == {"linear", "MLP, linearize", "MLP, unscented", "MLP, cubature"}
+        assert all(seconds > 0 for seconds in rows.values())
+    for row in results["wobbly"][0].values():
+        assert -1.0 < row["r2"] <= 1.0 and 0.0 <= row["coverage"] <= 1.0 and math.isfinite(row["nll"])
+    for rows in results["forecast"][0].values():
+        for row in rows.values():
+            assert set(row["scores"]) == set(module.HORIZONS)
+            assert all(math.isfinite(s["nll"]) and s["crps"] > 0 for s in row["scores"].values())
+    text = module.render_forecast(results["forecast"], module.QUICK)
+    assert "NLL h=20" in text and "**" in text

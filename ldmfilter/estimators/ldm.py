@@ -15,7 +15,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from ..gaussian import MOMENT_RULES, kalman_forecast, kalman_smoother, nonlinear_forecast, nonlinear_smoother
+from ..gaussian import MOMENT_RULES, kalman_forecast, nonlinear_forecast, nonlinear_smoother
 from ..io import InputSchema, as_sequences, to_sequences
 from ..io.controls import control_names_of
 from ..nn import (
@@ -437,20 +437,20 @@ class LDMFilter(StateSpaceEstimator):
         return self.model_(x, mask, controls=self._controls_tensor(controls)).filtered
 
     def _transition(self):
+        """``A``, ``Q`` and the offset ``c`` (None when the offset depends on control inputs)."""
         dyn = self.model_.dynamics
-        if dyn.nonlinear or dyn.control_dim:
-            raise ValueError("this model's transition is not a fixed matrix and offset (MLP dynamics or controls)")
+        if dyn.nonlinear:
+            raise ValueError("this model's transition is nonlinear (dynamics='mlp'), not a matrix")
         with torch.no_grad():
-            return dyn.transition_matrix(), dyn.transition_cov(), dyn.transition_offset()
+            return dyn.transition_matrix(), dyn.transition_cov(), None if dyn.control_dim else dyn.transition_offset()
 
     @_cpu_settings
     @torch.no_grad()
     def _smooth_grid(self, grid, controls: np.ndarray | None = None):
-        dyn, u = self.model_.dynamics, self._controls_tensor(controls)
-        if dyn.nonlinear:
-            smoothed = nonlinear_smoother(grid, dyn, dyn.transition_cov(), self.moments, transition_inputs=u)
-        else:  # the RTS smoother needs A and Q only: the offsets are in the stored predictions
-            smoothed = kalman_smoother(grid, dyn.transition_matrix(), dyn.transition_cov())
+        dyn = self.model_.dynamics
+        if not dyn.nonlinear:  # RTS needs A and Q only: offsets and controls are in the stored predictions
+            return super()._smooth_grid(grid)
+        smoothed = nonlinear_smoother(grid, dyn, dyn.transition_cov(), self.moments, transition_inputs=self._controls_tensor(controls))
         return smoothed.smoothed_mean, smoothed.smoothed_cov
 
     @_cpu_settings
@@ -459,7 +459,8 @@ class LDMFilter(StateSpaceEstimator):
         dyn, u = self.model_.dynamics, self._controls_tensor(controls)
         if dyn.nonlinear:
             return nonlinear_forecast(mean, cov, dyn, dyn.transition_cov(), horizon, self.moments, transition_inputs=u)
-        return kalman_forecast(mean, cov, dyn.transition_matrix(), dyn.transition_cov(), horizon, dyn.transition_offset(u))
+        A, Q, _ = self._transition()
+        return kalman_forecast(mean, cov, A, Q, horizon, dyn.transition_offset(u))
 
     @_cpu_settings
     @torch.no_grad()

@@ -55,7 +55,7 @@ def test_smooth_and_forecast_use_the_moment_rule(fitted, rule):
     np.testing.assert_allclose(model.smooth(X).mean, smoothed.smoothed_mean.numpy())
     np.testing.assert_allclose(model.forecast(X, 6).mean, ahead.mean.numpy())
     np.testing.assert_allclose(model.smooth(X).mean[:, -1], model.filter(X).mean[:, -1])
-    with pytest.raises(ValueError, match="not a fixed matrix"):
+    with pytest.raises(ValueError, match="nonlinear"):
         model._transition()
 
 

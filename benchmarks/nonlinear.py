@@ -137,23 +137,28 @@ def render_cost(out: dict, settings: Settings) -> str:
 # --------------------------------------------------------------------------- wobbly
 
 
-def wobbly_models(settings: Settings, seed: int, epochs: int):
+WOBBLY_PREDICTORS = ("linear", "mlp", "rnn")
+
+
+def wobbly_models(settings: Settings, seed: int, epochs: int, predictors=WOBBLY_PREDICTORS) -> dict:
+    """{row name: unfitted LDMFilter} for the chosen predictors."""
     common = dict(objective="knn", latent_dim=2, hidden=(200,) * 10, max_epochs=epochs, random_state=seed,
                   verbose=False)
-    return {
-        "Kalman, linear (S=4)": LDMFilter(state_dim=4, **common),
-        f"Kalman, MLP {settings.dynamics_hidden} linearize (S=4)": LDMFilter(
-            state_dim=4, dynamics="mlp", dynamics_hidden=settings.dynamics_hidden, **common),
-        "RNN predictor (paper)": LDMFilter(predictor="rnn", **common),
+    models = {
+        "linear": ("Kalman, linear (S=4)", lambda: LDMFilter(state_dim=4, **common)),
+        "mlp": (f"Kalman, MLP {settings.dynamics_hidden} linearize (S=4)", lambda: LDMFilter(
+            state_dim=4, dynamics="mlp", dynamics_hidden=settings.dynamics_hidden, **common)),
+        "rnn": ("RNN predictor (paper)", lambda: LDMFilter(predictor="rnn", **common)),
     }
+    return {models[key][0]: models[key][1]() for key in predictors}
 
 
-def run_wobbly_seed(settings: Settings, seed: int, log=print) -> dict:
+def run_wobbly_seed(settings: Settings, seed: int, log=print, predictors=WOBBLY_PREDICTORS) -> dict:
     train = make_dotmotion("wobbly", settings.wobbly_train, seed=seed)
     test = make_dotmotion("wobbly", settings.wobbly_test, seed=10_000 + seed)
     probe_n = min(settings.wobbly_train, 800)
     rows = {}
-    for name, model in wobbly_models(settings, seed, settings.wobbly_epochs).items():
+    for name, model in wobbly_models(settings, seed, settings.wobbly_epochs, predictors).items():
         started = time.perf_counter()
         model.fit(train.frames)
         fit_s = time.perf_counter() - started
@@ -338,8 +343,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--parts", nargs="+", choices=("cost", "wobbly", "forecast"), default=["cost", "wobbly", "forecast"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument("--wobbly-train", type=int, help="training sequences of the wobbly part (default 2000)")
+    parser.add_argument("--wobbly-epochs", type=int, help="epochs of the wobbly part (default 5)")
+    parser.add_argument("--wobbly-predictors", nargs="+", choices=WOBBLY_PREDICTORS, default=list(WOBBLY_PREDICTORS))
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
+    if args.wobbly_train:
+        settings = replace(settings, wobbly_train=args.wobbly_train)
+    if args.wobbly_epochs:
+        settings = replace(settings, wobbly_epochs=args.wobbly_epochs)
     torch.set_num_threads(1)
     path = RESULTS / ("nonlinear_quick.md" if args.quick else "nonlinear.md")
     results = {}
@@ -350,13 +362,15 @@ def main(argv=None) -> dict:
             results[part] = run_cost(settings)
             body = render_cost(results[part], settings)
         elif part == "wobbly":
-            results[part] = {seed: run_wobbly_seed(settings, seed) for seed in args.seeds}
+            results[part] = {seed: run_wobbly_seed(settings, seed, predictors=args.wobbly_predictors) for seed in args.seeds}
             body = render_wobbly(results[part], settings)
         else:
             results[part] = {seed: run_forecast_seed(settings, seed) for seed in args.seeds}
             body = render_forecast(results[part], settings)
         wall = time.perf_counter() - started
         when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+        if part == "wobbly":
+            part = f"wobbly, {settings.wobbly_train} sequences × {settings.wobbly_epochs} epochs"
         header = (f"## {part} ({'quick' if args.quick else 'full'} settings, run of {when}, {wall:.0f} s)\n\n"
                   f"Machine: {platform.machine()}, 2 shared CPU cores, torch {torch.__version__}, 1 intra-op thread.\n")
         if not args.no_write:

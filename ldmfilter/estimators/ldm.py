@@ -33,6 +33,7 @@ from ..training.module import LDMTrainingModule, ProbeData
 from ..training.objectives import OBJECTIVES
 from .base import StateSpaceEstimator
 from .persistence import save_model
+from .stream import FilterStream
 
 __all__ = ["LDMFilter"]
 
@@ -115,8 +116,9 @@ class LDMFilter(StateSpaceEstimator):
         training makes at least ``MIN_UPDATES`` optimiser steps.
     batch_size : int
     learning_rate : float
-        Encoder learning rate (the paper: 0.005 · 8 / 256); the predictor learns ×100 faster,
-        a noise head ×0.03 (``lr_multipliers`` overrides).
+        Encoder learning rate (the paper: 0.005 · 8 / 256); the predictor (and the residual MLP
+        of ``dynamics="mlp"``) learns ×100 faster, a noise head ×0.03 (``lr_multipliers``
+        overrides, by group: ``encoder``, ``predictor``, ``residual``, ``noise_head``).
     weight_decay : float
     lr_multipliers : dict, optional
     schedule : {"step", "linear", "cosine", "constant"}
@@ -461,6 +463,24 @@ class LDMFilter(StateSpaceEstimator):
             return nonlinear_forecast(mean, cov, dyn, dyn.transition_cov(), horizon, self.moments, transition_inputs=u)
         A, Q, _ = self._transition()
         return kalman_forecast(mean, cov, A, Q, horizon, dyn.transition_offset(u))
+
+    def stream(self, n_series: int = 1) -> FilterStream:
+        """A live filter: one new observation of each series per ``update`` call.
+
+        Parameters
+        ----------
+        n_series : int
+            Number of series filtered together (one row each per update).
+
+        Returns
+        -------
+        FilterStream
+            At the prior.  ``update(x_t, dt=None, controls=None)`` returns the filtered belief
+            after ``x_t`` (the same as ``filter`` on the whole sequence, to rounding),
+            ``forecast(h)`` the beliefs ``h`` steps ahead, ``save``/``FilterStream.load`` keep
+            the state across restarts.  See :class:`~ldmfilter.estimators.FilterStream`.
+        """
+        return FilterStream(self, n_series)
 
     @_cpu_settings
     @torch.no_grad()

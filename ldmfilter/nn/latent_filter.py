@@ -182,12 +182,16 @@ class LatentKalmanFilter(EncodesObservations):
         return PredictiveOutput(z, result.log_likelihood, score, mask, result, R)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameters by learning-rate group: encoder, predictor (dynamics, constant R), noise head."""
+        """Parameters by learning-rate group: encoder, predictor (dynamics, constant R), the residual
+        MLP of nonlinear dynamics, noise head."""
         noise = list(self.noise.parameters())
         head = getattr(self.noise, "input_dependent", False)
+        residual = list(self.dynamics.residual.parameters()) if self.dynamics.nonlinear else []
+        linear = [p for p in self.dynamics.parameters() if all(p is not q for q in residual)]
         return {
             "encoder": list(self.encoder.parameters()),
-            "predictor": list(self.dynamics.parameters()) + ([] if head else noise),
+            "predictor": linear + ([] if head else noise),
+            "residual": residual,
             "noise_head": noise if head else [],
         }
 

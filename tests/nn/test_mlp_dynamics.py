@@ -119,7 +119,10 @@ def test_residual_output_starts_at_zero_and_learns():
     ldm_loss(model(torch.randn(4, 12, *OBS, dtype=DT))).backward()
     assert float(mlp.residual[-1].weight.grad.abs().max()) > 0.0
     assert "residual.0.weight" in dict(mlp.named_parameters())
-    assert any(p is mlp.residual[0].weight for p in model.parameter_groups()["predictor"])
+    groups = model.parameter_groups()
+    assert {id(p) for p in groups["residual"]} == {id(p) for p in mlp.residual.parameters()}
+    assert all(all(p is not q for q in groups["residual"]) for p in groups["predictor"])
+    assert any(p is mlp.transition for p in groups["predictor"])
 
 
 @pytest.mark.parametrize("moments", sorted(MOMENT_RULES))

@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("kalman_speed", "kalman_em", "reproduce_paper", "pendulum_video", "lorenz", "real_series", "nonlinear")
+BENCHMARKS = ("kalman_speed", "kalman_em", "reproduce_paper", "pendulum_video", "lorenz", "real_series", "nonlinear",
+              "stream_latency")
 
 
 def main(argv=None) -> int:

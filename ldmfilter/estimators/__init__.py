@@ -7,6 +7,7 @@ from .ldm import LDMFilter
 from .nonlinear import ExtendedKalmanFilter, UnscentedKalmanFilter
 from .persistence import load_model
 from .projection import PCAProjection, RandomProjection
+from .stream import FilterStream, StreamBelief
 
 __all__ = [
     "StateSpaceEstimator",
@@ -17,4 +18,6 @@ __all__ = [
     "PCAProjection",
     "RandomProjection",
     "load_model",
+    "FilterStream",
+    "StreamBelief",
 ]

@@ -61,6 +61,8 @@ class Settings:
     pendulum_train: int = 1000
     pendulum_test: int = 300
     pendulum_origins: tuple = (40, 55)
+    pendulum_epochs: int | None = None  # None: the suite's recipe (2 epochs)
+    forecast_data: tuple = ("pendulum", "lorenz")
     lorenz_levels: tuple = (0.0, 20.0)
     lorenz_origins: tuple = (100, 150)
     lorenz: lorenz_benchmark.Settings = lorenz_benchmark.Settings()  # data sizes and the LDMFilter recipe
@@ -253,16 +255,19 @@ def forecast_rows(make, x_train, y_train, x_test, y_test, origins: tuple, log, l
 
 def run_forecast_seed(settings: Settings, seed: int, log=print) -> dict:
     out = {}
-    recipe = pendulum_benchmark.FULL.ldm_kwargs()
-    train = make_pendulum_video(settings.pendulum_train, 75, 24, seed=seed)
-    test = make_pendulum_video(settings.pendulum_test, 75, 24, seed=10_000 + seed)
-    make = lambda extra: LDMFilter(**recipe, **extra, dynamics_hidden=settings.dynamics_hidden,  # noqa: E731
-                                   random_state=seed, verbose=False)
-    out["pendulum video"] = forecast_rows(make, train.frames, train.targets, test.frames, test.targets,
-                                          settings.pendulum_origins, log, "pendulum")
+    if "pendulum" in settings.forecast_data:
+        recipe = pendulum_benchmark.FULL.ldm_kwargs()
+        if settings.pendulum_epochs is not None:
+            recipe["max_epochs"] = settings.pendulum_epochs
+        train = make_pendulum_video(settings.pendulum_train, 75, 24, seed=seed)
+        test = make_pendulum_video(settings.pendulum_test, 75, 24, seed=10_000 + seed)
+        make = lambda extra: LDMFilter(**recipe, **extra, dynamics_hidden=settings.dynamics_hidden,  # noqa: E731
+                                       random_state=seed, verbose=False)
+        out[f"pendulum video, {recipe['max_epochs']} epochs"] = forecast_rows(
+            make, train.frames, train.targets, test.frames, test.targets, settings.pendulum_origins, log, "pendulum")
     lorenz_settings = settings.lorenz
     recipe = dict(lorenz_settings.ldm)
-    for level in settings.lorenz_levels:
+    for level in settings.lorenz_levels if "lorenz" in settings.forecast_data else ():
         rng = np.random.default_rng([seed, int(round(level * 10)) + 1000])
         r = 10.0 ** (-level / 20.0)
         x_train = lorenz_benchmark.simulate(lorenz_settings.n_train, lorenz_settings.steps, lorenz_settings, rng)
@@ -280,7 +285,8 @@ def render_forecast(per_seed: dict, settings: Settings) -> str:
     seeds = sorted(per_seed)
     lines = [
         f"Pendulum video: {settings.pendulum_train} training / {settings.pendulum_test} test sequences of 75 frames, "
-        f"the suite's LDMFilter recipe (`pendulum_video.py`), forecasts from steps {settings.pendulum_origins}; "
+        f"the suite's LDMFilter recipe (`pendulum_video.py`; epochs in the data set's title), forecasts from steps "
+        f"{settings.pendulum_origins}; "
         "targets (sin θ, cos θ). Lorenz-63: the suite's data and LDMFilter recipe (`lorenz.py`: "
         f"{settings.lorenz.n_train} × {settings.lorenz.steps} training, {settings.lorenz.n_test} × "
         f"{settings.lorenz.steps} test steps; {dict(settings.lorenz.ldm)}), noise levels "
@@ -346,35 +352,55 @@ def main(argv=None) -> dict:
     parser.add_argument("--wobbly-train", type=int, help="training sequences of the wobbly part (default 2000)")
     parser.add_argument("--wobbly-epochs", type=int, help="epochs of the wobbly part (default 5)")
     parser.add_argument("--wobbly-predictors", nargs="+", choices=WOBBLY_PREDICTORS, default=list(WOBBLY_PREDICTORS))
+    parser.add_argument("--forecast-data", nargs="+", choices=("pendulum", "lorenz"), help="data sets of the forecast part")
+    parser.add_argument("--pendulum-epochs", type=int, help="epochs of every pendulum model (default: the recipe's 2)")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     if args.wobbly_train:
         settings = replace(settings, wobbly_train=args.wobbly_train)
     if args.wobbly_epochs:
         settings = replace(settings, wobbly_epochs=args.wobbly_epochs)
+    if args.forecast_data:
+        settings = replace(settings, forecast_data=tuple(args.forecast_data))
+    if args.pendulum_epochs:
+        settings = replace(settings, pendulum_epochs=args.pendulum_epochs)
     torch.set_num_threads(1)
     path = RESULTS / ("nonlinear_quick.md" if args.quick else "nonlinear.md")
     results = {}
     for part in args.parts:
         started = time.perf_counter()
         print(f"{part}:", flush=True)
+        title = {
+            "cost": "cost",
+            "wobbly": f"wobbly, {settings.wobbly_train} sequences × {settings.wobbly_epochs} epochs",
+            "forecast": "forecast" if args.forecast_data is None and args.pendulum_epochs is None
+            else f"forecast, {' and '.join(settings.forecast_data)}" + (
+                f", pendulum {settings.pendulum_epochs} epochs" if args.pendulum_epochs else ""),
+        }[part]
+
+        def write(body: str, seeds_done=None) -> None:
+            """This part's section, rewritten after every seed so that a stopped run keeps what it measured."""
+            if args.no_write:
+                return
+            when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+            done = "" if seeds_done is None else f", seeds done: {seeds_done} of {args.seeds}"
+            header = (f"## {title} ({'quick' if args.quick else 'full'} settings, run of {when}, "
+                      f"{time.perf_counter() - started:.0f} s{done})\n\n"
+                      f"Machine: {platform.machine()}, 2 shared CPU cores, torch {torch.__version__}, 1 intra-op thread.\n")
+            write_section(path, title, header + "\n" + body)
+
         if part == "cost":
             results[part] = run_cost(settings)
-            body = render_cost(results[part], settings)
-        elif part == "wobbly":
-            results[part] = {seed: run_wobbly_seed(settings, seed, predictors=args.wobbly_predictors) for seed in args.seeds}
-            body = render_wobbly(results[part], settings)
-        else:
-            results[part] = {seed: run_forecast_seed(settings, seed) for seed in args.seeds}
-            body = render_forecast(results[part], settings)
-        wall = time.perf_counter() - started
-        when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-        if part == "wobbly":
-            part = f"wobbly, {settings.wobbly_train} sequences × {settings.wobbly_epochs} epochs"
-        header = (f"## {part} ({'quick' if args.quick else 'full'} settings, run of {when}, {wall:.0f} s)\n\n"
-                  f"Machine: {platform.machine()}, 2 shared CPU cores, torch {torch.__version__}, 1 intra-op thread.\n")
-        if not args.no_write:
-            write_section(path, part, header + "\n" + body)
+            write(render_cost(results[part], settings))
+            continue
+        results[part] = {}
+        for seed in args.seeds:
+            if part == "wobbly":
+                results[part][seed] = run_wobbly_seed(settings, seed, predictors=args.wobbly_predictors)
+                write(render_wobbly(results[part], settings), sorted(results[part]))
+            else:
+                results[part][seed] = run_forecast_seed(settings, seed)
+                write(render_forecast(results[part], settings), sorted(results[part]))
     return results
 
 

@@ -283,18 +283,24 @@ def run_forecast_seed(settings: Settings, seed: int, log=print) -> dict:
 
 def render_forecast(per_seed: dict, settings: Settings) -> str:
     seeds = sorted(per_seed)
+    data_names = list(per_seed[seeds[0]])
+    described = []
+    if any(name.startswith("pendulum") for name in data_names):
+        described.append(
+            f"Pendulum video: {settings.pendulum_train} training / {settings.pendulum_test} test sequences of 75 "
+            "frames, the suite's LDMFilter recipe (`pendulum_video.py`; epochs in the data set's title), forecasts "
+            f"from steps {settings.pendulum_origins}; targets (sin θ, cos θ).")
+    if any(name.startswith("lorenz") for name in data_names):
+        described.append(
+            f"Lorenz-63: the suite's data and LDMFilter recipe (`lorenz.py`: {settings.lorenz.n_train} × "
+            f"{settings.lorenz.steps} training, {settings.lorenz.n_test} × {settings.lorenz.steps} test steps; "
+            f"{dict(settings.lorenz.ldm)}), noise levels {settings.lorenz_levels} dB, forecasts from steps "
+            f"{settings.lorenz_origins}; target the true state, read out linearly (`fit(X, targets=true states)`).")
     lines = [
-        f"Pendulum video: {settings.pendulum_train} training / {settings.pendulum_test} test sequences of 75 frames, "
-        f"the suite's LDMFilter recipe (`pendulum_video.py`; epochs in the data set's title), forecasts from steps "
-        f"{settings.pendulum_origins}; "
-        "targets (sin θ, cos θ). Lorenz-63: the suite's data and LDMFilter recipe (`lorenz.py`: "
-        f"{settings.lorenz.n_train} × {settings.lorenz.steps} training, {settings.lorenz.n_test} × "
-        f"{settings.lorenz.steps} test steps; {dict(settings.lorenz.ldm)}), noise levels "
-        f"{settings.lorenz_levels} dB, forecasts from steps {settings.lorenz_origins}; target the true state, read "
-        "out linearly (`fit(X, targets=true states)`). Each model filters the test sequence up to the origin and "
-        f"forecasts {max(HORIZONS)} steps; the target read-out's Gaussian belief is scored. Seeds {seeds}. "
-        f"Residual MLP hidden {settings.dynamics_hidden}. NLL in nats per step (joint over target dims), CRPS "
-        "averaged over dims; lower is better. Bold: best NLL per data set and horizon.",
+        " ".join(described) + " Each model filters the test sequence up to the origin and forecasts "
+        f"{max(HORIZONS)} steps; the target read-out's Gaussian belief is scored. Seeds {seeds}. Residual MLP "
+        f"hidden {settings.dynamics_hidden}. NLL in nats per step (joint over target dims), CRPS averaged over dims; "
+        "lower is better. Bold: best NLL per data set and horizon.",
         "",
     ]
     data_names = list(per_seed[seeds[0]])
@@ -375,7 +381,7 @@ def main(argv=None) -> dict:
             "wobbly": f"wobbly, {settings.wobbly_train} sequences × {settings.wobbly_epochs} epochs",
             "forecast": "forecast" if args.forecast_data is None and args.pendulum_epochs is None
             else f"forecast, {' and '.join(settings.forecast_data)}" + (
-                f", pendulum {settings.pendulum_epochs} epochs" if args.pendulum_epochs else ""),
+                f" (pendulum models at {settings.pendulum_epochs} epochs)" if args.pendulum_epochs else ""),
         }[part]
 
         def write(body: str, seeds_done=None) -> None:

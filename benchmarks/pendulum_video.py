@@ -271,8 +271,8 @@ def render(rows: dict, settings: Settings, seeds: list, wall: float, quick: bool
         "",
         f"**Verdict** — {verdict(rows)}.",
         "",
-        f"LDMFilter's fit time includes {train_s} s of training; the rest is fitting its read-outs (the "
-        "observation read-out to all 576 pixels dominates).",
+        f"LDMFilter's fit time includes {train_s} s of training; the rest is filtering the training "
+        "sequences and fitting its read-outs.",
         "",
         "| peer | its protocol | its log-likelihood | ours (LDMFilter, this run) |",
         "| --- | --- | --- | --- |",

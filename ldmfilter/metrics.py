@@ -176,13 +176,16 @@ def rmse(y_true, y_pred, axis=None):
     y = _array(y_true, "y_true", allow_nan=True)
     pred = _broadcast(_array(y_pred, "y_pred"), y.shape, "y_pred", "y_true")
     observed = _observed(y, "y_true")
-    sq = np.where(observed, np.square(np.where(observed, y, 0.0) - pred), 0.0)
+    err = np.where(observed, np.where(observed, y, 0.0) - pred, 0.0)
+    scale = float(np.abs(err).max())  # errors in units of the largest: squares neither overflow nor underflow
+    scale = scale if 0.0 < scale < math.inf else 1.0
+    sq = np.square(err / scale)
     if axis is None:
-        return math.sqrt(_mean_observed(sq, observed))
+        return scale * math.sqrt(_mean_observed(sq, observed))
     count = observed.sum(axis=axis)
     total = sq.sum(axis=axis)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.sqrt(np.where(count > 0, total / np.maximum(count, 1), np.nan))
+        return scale * np.sqrt(np.where(count > 0, total / np.maximum(count, 1), np.nan))
 
 
 # --------------------------------------------------------------------------- Gaussian beliefs
@@ -279,9 +282,11 @@ def crps_gaussian(y, mean, std, reduce: bool = True):
     mu = _broadcast(_array(mean, "mean"), y.shape, "mean", "y")
     sigma = _positive(_broadcast(_array(std, "std"), y.shape, "std", "y"), "std")
     observed = _observed(y, "y")
-    z = (np.where(observed, y, 0.0) - mu) / sigma
-    pdf = np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
-    score = sigma * (z * (2.0 * special.ndtr(z) - 1.0) + 2.0 * pdf - 1.0 / math.sqrt(math.pi))
+    resid = np.where(observed, y, 0.0) - mu
+    with np.errstate(over="ignore", under="ignore"):
+        z = resid / sigma  # may overflow to ±inf for σ → 0; the score below stays finite (→ |y − μ|)
+        pdf = np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi)
+    score = resid * (2.0 * special.ndtr(z) - 1.0) + sigma * (2.0 * pdf - 1.0 / math.sqrt(math.pi))  # σ z = y − μ
     return _mean_observed(score, observed) if reduce else np.where(observed, score, np.nan)
 
 
@@ -482,6 +487,12 @@ def _nonconstant(x: np.ndarray, name: str) -> None:
         raise ValueError(f"{name} has constant column(s) {constant.tolist()}; the score is undefined for them")
 
 
+def _column_scale(x: np.ndarray) -> np.ndarray:
+    """Largest magnitude of each column (1 for an all-zero column), shape (d,)."""
+    scale = np.abs(x).max(0)
+    return np.where(scale > 0, scale, 1.0)
+
+
 def linear_probe_r2(features, targets, test_features=None, test_targets=None) -> float:
     """R² of an affine least-squares read-out from features to targets.
 
@@ -516,6 +527,10 @@ def linear_probe_r2(features, targets, test_features=None, test_targets=None) ->
                 f"got {x_test.shape[1]} and {y_test.shape[1]}"
             )
     _nonconstant(y_test, "test_targets" if test_targets is not None else "targets")
+    # R² is invariant to rescaling feature and target columns: work in units of the training data's
+    # largest values, so that least squares on magnitudes near 1e±300 neither overflows nor underflows
+    x_scale, y_scale = _column_scale(x), _column_scale(y)
+    x, x_test, y, y_test = x / x_scale, x_test / x_scale, y / y_scale, y_test / y_scale
     import torch  # noqa: PLC0415 - lazy: keep `import ldmfilter.metrics` free of torch
 
     from .training.probes import linear_probe_r2 as _probe_r2  # noqa: PLC0415
@@ -563,6 +578,7 @@ def mean_correlation_coefficient(z_true, z_est, method: str = "pearson", return_
     _nonconstant(b, "z_est")
     if method == "spearman":
         a, b = stats.rankdata(a, axis=0), stats.rankdata(b, axis=0)
+    a, b = a / _column_scale(a), b / _column_scale(b)  # correlations are scale-free; norms must not overflow
     a = (a - a.mean(0)) / np.linalg.norm(a - a.mean(0), axis=0)
     b = (b - b.mean(0)) / np.linalg.norm(b - b.mean(0), axis=0)
     corr = np.clip(np.abs(a.T @ b), 0.0, 1.0)  # (d_true, d_est)

@@ -228,7 +228,7 @@ class StateSpaceEstimator(ControlInputs, ABC):
         ForecastResult
             Arrays (…, horizon, …); its time index continues each series' index at its step.
         """
-        if not isinstance(horizon, (int, np.integer)) or horizon < 1:
+        if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
             raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
         sequences, u = self._inputs(X, controls)
         future = self._future_controls(future_controls, sequences, int(horizon))

@@ -117,8 +117,10 @@ class ClassicalStateSpace(StateSpaceEstimator):
     def _check_common(self) -> None:
         if isinstance(self.state_dim, bool) or not isinstance(self.state_dim, (int, np.integer)) or self.state_dim < 1:
             raise ValueError(f"state_dim must be a positive integer, got {self.state_dim!r}")
-        if self.dtype not in DTYPES:
+        if not isinstance(self.dtype, str) or self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if isinstance(self.random_state, bool) or not isinstance(self.random_state, (int, np.integer)):
+            raise ValueError(f"random_state must be an integer, got {self.random_state!r}")
         if self.projection is not None and not isinstance(self.projection, _Projection):
             raise TypeError(
                 f"projection must be a PCAProjection or RandomProjection (or None), got {type(self.projection).__name__}"

@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import inspect
 import logging
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -14,6 +16,7 @@ from typing import Callable
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 
 from ..gaussian import MOMENT_RULES, kalman_forecast, nonlinear_forecast, nonlinear_smoother
 from ..io import InputSchema, as_sequences, to_sequences
@@ -28,8 +31,9 @@ from ..nn import (
     make_noise,
 )
 from ..nn.normalization import Standardizer
-from ..training.data import SequenceDataModule
-from ..training.module import LDMTrainingModule, ProbeData
+from ..training.checkpoints import AtomicCheckpointIO, check_resume, checkpoint_callback
+from ..training.data import SequenceDataModule, SequenceWindows
+from ..training.module import DEFAULT_LR_MULTIPLIERS, LDMTrainingModule, ProbeData
 from ..training.objectives import OBJECTIVES
 from .base import StateSpaceEstimator
 from .persistence import save_model
@@ -41,6 +45,14 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 DEFAULT_EPOCHS = 20  # the paper's
 MIN_UPDATES = 1000  # optimiser steps that max_epochs=None guarantees
 AUTO_WINDOW = 64
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
 def _cpu_settings(method):
@@ -56,6 +68,8 @@ def _cpu_settings(method):
     def wrapper(self, *args, **kwargs):
         previous = torch.get_num_threads()
         if self.num_threads is not None:
+            if not _is_int(self.num_threads) or self.num_threads < 1:
+                raise ValueError(f"num_threads must be a positive integer or None, got {self.num_threads!r}")
             torch.set_num_threads(int(self.num_threads))
         torch.set_flush_denormal(True)
         try:
@@ -182,30 +196,49 @@ class LDMFilter(StateSpaceEstimator):
 
     # ------------------------------------------------------------------ construction
     def _check_params(self) -> None:
-        if self.encoder not in ("mlp", "conv"):
-            raise ValueError(f"encoder must be 'mlp' or 'conv', got {self.encoder!r}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        if self.predictor not in ("kalman", "rnn"):
-            raise ValueError(f"predictor must be 'kalman' or 'rnn', got {self.predictor!r}")
-        if self.dynamics not in DYNAMICS:
-            raise ValueError(f"dynamics must be one of {sorted(DYNAMICS)}, got {self.dynamics!r}")
-        if self.moments not in MOMENT_RULES:
-            raise ValueError(f"moments must be one of {sorted(MOMENT_RULES)}, got {self.moments!r}")
-        if not self.dynamics_hidden or not all(isinstance(w, (int, np.integer)) and w >= 1 for w in self.dynamics_hidden):
+        for name, options in (
+            ("encoder", ("mlp", "conv")), ("objective", tuple(OBJECTIVES)), ("predictor", ("kalman", "rnn")),
+            ("dynamics", tuple(sorted(DYNAMICS))), ("moments", tuple(sorted(MOMENT_RULES))), ("dtype", tuple(sorted(DTYPES))),
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in options:
+                raise ValueError(f"{name} must be one of {list(options)}, got {value!r}")
+        if not self.dynamics_hidden or not all(_is_int(w) and w >= 1 for w in self.dynamics_hidden):
             raise ValueError(f"dynamics_hidden must be one or more positive integer widths, got {self.dynamics_hidden!r}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
-        if self.window is not None and self.window != "auto" and not isinstance(self.window, (int, np.integer)):
+        if not all(_is_int(w) and w >= 1 for w in self.hidden):
+            raise ValueError(f"hidden must be positive integer widths, got {self.hidden!r}")
+        if self.window is not None and self.window != "auto" and not _is_int(self.window):
             raise ValueError(f"window must be an integer, 'auto' or None, got {self.window!r}")
         for name in ("max_epochs", "batch_size", "latent_dim", "state_dim"):
             value = getattr(self, name)
             if name == "max_epochs" and value is None:
                 continue
-            if not isinstance(value, (int, np.integer)) or value < 1:
+            if not _is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.predictor == "kalman" and self.latent_dim > self.state_dim:
             raise ValueError(f"latent_dim ({self.latent_dim}) cannot exceed state_dim ({self.state_dim})")
+        for name in ("learning_rate", "weight_decay", "entropy_weight"):
+            value = getattr(self, name)
+            if not _is_real(value) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not _is_int(self.random_state):
+            raise ValueError(f"random_state must be an integer, got {self.random_state!r}")
+        if self.num_threads is not None and (not _is_int(self.num_threads) or self.num_threads < 1):
+            raise ValueError(f"num_threads must be a positive integer or None, got {self.num_threads!r}")
+        if self.lr_multipliers is not None:
+            if not isinstance(self.lr_multipliers, dict):
+                raise TypeError(f"lr_multipliers must be a dict of group -> multiplier, got {type(self.lr_multipliers).__name__}")
+            unknown = sorted(str(k) for k in self.lr_multipliers if k not in DEFAULT_LR_MULTIPLIERS)
+            bad = {k: v for k, v in self.lr_multipliers.items() if not _is_real(v) or not math.isfinite(v) or v < 0}
+            if unknown or bad:
+                raise ValueError(
+                    f"lr_multipliers must map groups {sorted(DEFAULT_LR_MULTIPLIERS)} to finite numbers >= 0; "
+                    f"unknown groups {unknown}, bad values {bad}"
+                )
+        if self.trainer_kwargs is not None and (
+            not isinstance(self.trainer_kwargs, dict) or not all(isinstance(k, str) for k in self.trainer_kwargs)
+        ):
+            raise TypeError(f"trainer_kwargs must be a dict of Lightning Trainer arguments, got {self.trainer_kwargs!r}")
 
     def _build_model(self, obs_shape: tuple, normalizer: Standardizer, control_dim: int = 0) -> torch.nn.Module:
         if self.encoder == "mlp":
@@ -234,7 +267,7 @@ class LDMFilter(StateSpaceEstimator):
         batches = math.ceil(windows / self.batch_size)
         return window, stride, max(DEFAULT_EPOCHS, math.ceil(MIN_UPDATES / batches))
 
-    def _trainer(self, reload_every_epoch: bool, epochs: int) -> L.Trainer:
+    def _trainer(self, reload_every_epoch: bool, epochs: int, checkpoint_dir=None) -> L.Trainer:
         options = dict(
             max_epochs=epochs,
             accelerator="auto",
@@ -247,7 +280,17 @@ class LDMFilter(StateSpaceEstimator):
             reload_dataloaders_every_n_epochs=1 if reload_every_epoch else 0,
         )
         options.update(self.trainer_kwargs or {})
-        return L.Trainer(**options)
+        if checkpoint_dir is not None:  # every epoch to checkpoint_dir/last.ckpt, written atomically
+            callbacks = options.get("callbacks") or []
+            callbacks = [callbacks] if isinstance(callbacks, L.Callback) else list(callbacks)
+            plugins = options.get("plugins") or []
+            plugins = [plugins] if not isinstance(plugins, (list, tuple)) else list(plugins)
+            options.update(enable_checkpointing=True, callbacks=callbacks + [checkpoint_callback(checkpoint_dir)],
+                           plugins=plugins + [AtomicCheckpointIO()])
+        try:
+            return L.Trainer(**options)
+        except MisconfigurationException as error:
+            raise ValueError(f"trainer_kwargs: {error}") from None
 
     @contextlib.contextmanager
     def _quiet(self):
@@ -261,13 +304,24 @@ class LDMFilter(StateSpaceEstimator):
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*treespec.*")
+                warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
+                warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
                 yield
         finally:
             logger.setLevel(level)
 
     # ------------------------------------------------------------------ conversion
-    def _to_tensor(self, values: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(values), dtype=DTYPES[self.dtype])
+    def _to_tensor(self, values: np.ndarray, name: str = "X") -> torch.Tensor:
+        """``values`` in the model's dtype; ValueError where a finite value does not fit in it."""
+        values = np.asarray(values)
+        tensor = torch.as_tensor(values, dtype=DTYPES[self.dtype])
+        if bool(torch.isinf(tensor).any()):  # the input layer refused inf: these overflowed in the cast
+            largest = float(np.nanmax(np.abs(values)))
+            raise ValueError(
+                f"{name} has values of magnitude {largest:.3g}, beyond the range of the model's dtype {self.dtype}; "
+                "rescale them or use LDMFilter(dtype='float64')"
+            )
+        return tensor
 
     def _tensors(self, values: np.ndarray, observed: np.ndarray):
         """Model-dtype tensor (n, T, *obs_shape) and frame mask (n, T), or None when all frames are present."""
@@ -275,7 +329,7 @@ class LDMFilter(StateSpaceEstimator):
         return self._to_tensor(values), mask
 
     def _controls_tensor(self, controls: np.ndarray | None) -> torch.Tensor | None:
-        return None if controls is None else self._to_tensor(controls)
+        return None if controls is None else self._to_tensor(controls, "controls")
 
     def _prepare(self, X, name: str = "X"):
         """Validated input on its grid, as tensors: (sequences, x, mask); control columns of ``X`` are dropped."""
@@ -320,6 +374,8 @@ class LDMFilter(StateSpaceEstimator):
         probe: tuple | None = None,
         readout: str = "linear",
         controls=None,
+        checkpoint_dir=None,
+        resume_from=None,
     ) -> "LDMFilter":
         """Train the encoder and the predictor on sequences, then fit the read-outs.
 
@@ -350,12 +406,38 @@ class LDMFilter(StateSpaceEstimator):
             transition into step ``t`` (row 0 is unused); on an irregular index a control holds
             its last value over missing grid steps.  ``filter``/``smooth``/``forecast`` then take
             controls too, and ``forecast`` the future ones.
+        checkpoint_dir : str or Path, optional
+            Write a training checkpoint to ``checkpoint_dir/last.ckpt`` at the end of every
+            epoch (atomically: an interruption while writing keeps the previous one).  It holds
+            the weights, the optimiser and learning-rate schedule, the loss and probe histories,
+            the random generators of the shuffling and of the kNN objective, and the training
+            plan.  Nothing is written without it.
+        resume_from : str or Path, optional
+            A checkpoint file, or a ``checkpoint_dir``: continue that interrupted fit from the
+            end of its last finished epoch.  Given the same hyper-parameters, ``X`` (and
+            ``epoch_data``, ``controls``, ``probe``), the result equals the uninterrupted fit's
+            (weights, ``loss_history_``, ``probe_history_``), up to float rounding.  A larger
+            ``max_epochs`` continues training (the learning-rate schedule is then the new
+            length's from there on).  The checkpoint is read with ``weights_only=True``.  Pass
+            ``checkpoint_dir`` too to keep checkpointing the resumed run.
 
         Returns
         -------
         self
+
+        Raises
+        ------
+        ValueError
+            Invalid hyper-parameters or data; a ``resume_from`` checkpoint that is unreadable or
+            written by another model, other data or another training plan.
+        FileNotFoundError
+            No checkpoint at ``resume_from``.
         """
         self._check_params()
+        if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
+            raise TypeError(f"checkpoint_dir must be a str or os.PathLike, got {type(checkpoint_dir).__name__}")
+        if checkpoint_dir is not None and Path(checkpoint_dir).is_file():
+            raise ValueError(f"checkpoint_dir {str(checkpoint_dir)!r} is a file; give a folder")
         X, controls = self._split_controls(X, controls)
         sequences, schema = to_sequences(X, "X", None, min_steps=2)
         L.seed_everything(self.random_state, workers=True, verbose=False)
@@ -367,7 +449,7 @@ class LDMFilter(StateSpaceEstimator):
                 raise ValueError("controls need predictor='kalman'; the RNN predictor takes no inputs")
             names = self._control_schema_names(controls, sequences)
             self.schema_ = schema = dataclasses.replace(schema, control_names=names)
-            u = self._to_tensor(self._grid_controls(controls, sequences))
+            u = self._to_tensor(self._grid_controls(controls, sequences), "controls")
         x, mask = self._to_tensor(sequences.values), torch.as_tensor(sequences.observed)
         normalizer = Standardizer.fit(x, len(schema.obs_shape), self.normalize, mask)
         control_dim = 0 if u is None else u.shape[-1]
@@ -375,7 +457,7 @@ class LDMFilter(StateSpaceEstimator):
 
         def checked(array) -> tuple:
             vals, obs, _ = as_sequences(array, "epoch_data(epoch)", schema.obs_shape)
-            return self._to_tensor(vals), torch.as_tensor(obs)
+            return self._to_tensor(vals, "epoch_data(epoch)"), torch.as_tensor(obs)
 
         window, stride, epochs = self._training_plan(x.shape[0], x.shape[1])
         data = SequenceDataModule(
@@ -398,9 +480,18 @@ class LDMFilter(StateSpaceEstimator):
             entropy_weight=self.entropy_weight,
             probe=self._probe_data(probe, u is not None),
             seed=self.random_state,
+            run={"data": list(x.shape), "windows": len(SequenceWindows(x, mask, window, stride)), "window": window,
+                 "stride": stride, "batch_size": int(self.batch_size), "seed": int(self.random_state), "epochs": epochs},
         )
+        resume = None if resume_from is None else check_resume(resume_from, self.module_, self.module_.run)
         with self._quiet():
-            self._trainer(epoch_data is not None, epochs).fit(self.module_, datamodule=data)
+            trainer = self._trainer(epoch_data is not None, epochs, checkpoint_dir)
+            options = {}
+            if resume is not None:  # check_resume has read it with weights_only=True already (older Lightning lacks the option)
+                options = {"ckpt_path": resume}
+                if "weights_only" in inspect.signature(trainer.fit).parameters:
+                    options["weights_only"] = True
+            trainer.fit(self.module_, datamodule=data, **options)
         self.model_ = self.module_.model.cpu().eval()
         self.model_.zero_grad(set_to_none=True)
         self.loss_history_ = list(self.module_.loss_history)

@@ -3,7 +3,9 @@ input schema (observation shape, channel names, observation dims, frequency).
 
 Written atomically (a temporary file in the same folder, then a rename) and read with
 ``torch.load(weights_only=True)``, so a file from a stranger cannot run code.  The file holds a
-format tag and a version: a foreign, corrupt, truncated or newer file gives a clear error.
+format tag, a version and a checksum of its contents (BLAKE2b over every tensor's bytes and every
+text field; files written before the checksum load without the check): a foreign, corrupt,
+truncated or newer file gives a clear error, and so does one whose bytes changed on disk.
 
 Every estimator class that can be saved is registered under its class name, which the file
 records: the package's own in ``BUILTIN_ESTIMATORS`` (imported when first needed), others with
@@ -22,16 +24,18 @@ holding user-supplied Python functions cannot be saved (no code goes into a file
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ESTIMATORS", "BUILTIN_ESTIMATORS", "register_estimator", "estimator_class", "save_model", "load_model"]
+from ..atomic import atomic_torch_save
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "checksum", "ESTIMATORS", "BUILTIN_ESTIMATORS", "register_estimator", "estimator_class", "save_model", "load_model"]
 
 FORMAT = "ldmfilter-model"
 FORMAT_VERSION = 2  # 1: no read-outs or schema beyond the observation shape
@@ -117,13 +121,66 @@ def _hyper_parameters(estimator) -> tuple[str, dict]:
     return json.dumps(encoded), tensors
 
 
+def _digest(value, hasher) -> None:
+    """Feed ``value`` (the payload: dicts, lists, tensors, text, numbers) into ``hasher``, canonically."""
+    if isinstance(value, dict):
+        hasher.update(b"{")
+        for key in sorted(value, key=str):
+            hasher.update(repr(key).encode())
+            _digest(value[key], hasher)
+        hasher.update(b"}")
+    elif isinstance(value, (list, tuple)):
+        hasher.update(b"[")
+        for item in value:
+            _digest(item, hasher)
+        hasher.update(b"]")
+    elif isinstance(value, torch.Tensor):
+        flat = torch.empty(value.numel(), dtype=value.dtype).copy_(value.detach().reshape(-1))  # stride 1
+        hasher.update(f"T{value.dtype}{tuple(value.shape)}".encode())
+        hasher.update(flat.view(torch.uint8).numpy().tobytes())
+    else:
+        hasher.update(repr(value).encode())
+
+
+def checksum(payload: dict) -> str:
+    """Hex BLAKE2b digest of a model file's payload, without its ``checksum`` entry."""
+    hasher = hashlib.blake2b(digest_size=32)
+    _digest({k: v for k, v in payload.items() if k != "checksum"}, hasher)
+    return hasher.hexdigest()
+
+
+def _as_path(path, what: str) -> Path:
+    """``path`` as a Path; TypeError for anything but a str or os.PathLike."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"the {what} path must be a str or os.PathLike, got {type(path).__name__}")
+    if str(path) == "":
+        raise ValueError(f"the {what} path is empty")
+    return Path(path)
+
+
 def save_model(estimator, path) -> Path:
-    """Write a fitted estimator to ``path`` atomically; returns the path."""
+    """Write a fitted estimator to ``path`` atomically; returns the path.
+
+    Raises
+    ------
+    TypeError
+        ``path`` is not a str or os.PathLike, or the estimator's class is not registered.
+    ValueError
+        ``path`` is empty or an existing folder, or a hyper-parameter cannot be stored.
+    FileNotFoundError
+        The folder of ``path`` does not exist.
+    RuntimeError
+        The estimator is not fitted.
+    """
     estimator._check_fitted()
     name = type(estimator).__name__
     if estimator_class(name) is not type(estimator):
         raise TypeError(f"{name} is not a registered estimator class; cannot save it")
-    path = Path(path)
+    path = _as_path(path, "model file")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give the path of the model file to write (e.g. {path / 'model.ldm'})")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"the folder {str(path.parent)!r} of the model file does not exist")
     params, param_tensors = _hyper_parameters(estimator)
     derived = set(getattr(estimator, "_derived_readouts", ()))
     state_dict = estimator._state_dict() if hasattr(estimator, "_state_dict") else estimator.model_.state_dict()
@@ -143,15 +200,8 @@ def save_model(estimator, path) -> Path:
         },
         "target_names": json.dumps(list(getattr(estimator, "target_names_", ())) or None),
     }
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    payload["checksum"] = checksum(payload)
+    return atomic_torch_save(payload, path)
 
 
 def load_model(path):
@@ -159,6 +209,8 @@ def load_model(path):
 
     Raises
     ------
+    TypeError
+        ``path`` is not a str or os.PathLike.
     FileNotFoundError
         No such file.
     ValueError
@@ -169,7 +221,7 @@ def load_model(path):
     from ..io import InputSchema
     from ..nn.readout import readout_from_spec
 
-    path = Path(path)
+    path = _as_path(path, "model file")
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
     try:
@@ -184,6 +236,8 @@ def load_model(path):
             f"{path} was written by a newer ldmfilter (file format {version}, this version reads up to "
             f"{FORMAT_VERSION}); upgrade ldmfilter"
         )
+    if "checksum" in payload and payload["checksum"] != checksum(payload):
+        raise ValueError(f"{path} is damaged: its contents do not match the checksum written with them")
     name = payload.get("estimator")
     cls = estimator_class(name) if isinstance(name, str) else None
     if cls is None:
@@ -203,6 +257,6 @@ def load_model(path):
                 readouts[space].eval()
             target_names = json.loads(payload["target_names"])
         estimator._restore(schema, payload["state_dict"], readouts, target_names)
-    except (KeyError, TypeError, RuntimeError, AttributeError, json.JSONDecodeError) as error:
+    except (KeyError, IndexError, TypeError, RuntimeError, AttributeError, OverflowError, json.JSONDecodeError) as error:
         raise ValueError(f"{path} is damaged: {error}") from None
     return estimator

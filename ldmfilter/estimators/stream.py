@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -27,6 +25,8 @@ from ..gaussian.steps import innovation_log_likelihood, predict_cov as engine_pr
 from .base import StateSpaceEstimator
 from .stream_belief import StreamBelief
 from .stream_steps import CpuSettings, StreamModel, correct_shared, lean, predict_cov, update_cov_shared
+
+from ..atomic import atomic_torch_save
 
 __all__ = ["FilterStream", "StreamBelief", "STREAM_FORMAT", "STREAM_FORMAT_VERSION"]
 
@@ -537,16 +537,7 @@ class FilterStream:
 
     def save(self, path) -> Path:
         """Write :meth:`state_dict` to ``path`` atomically (a temporary file, then a rename)."""
-        path = Path(path)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                torch.save(self.state_dict(), file)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_torch_save(self.state_dict(), path)
 
     @classmethod
     def load(cls, path, model) -> "FilterStream":

@@ -17,10 +17,13 @@ from dataclasses import dataclass
 
 import torch
 
+from .linalg import broadcast_compact
 from .steps import innovation_log_likelihood, mask_observation_model, predict, update_covariance, update_mean
-from .validation import LinearGaussianModel, prepare_linear_model
+from .validation import LinearGaussianModel, check_result_finite, prepare_linear_model
 
 __all__ = ["FilterResult", "kalman_filter", "at_step"]
+
+OVERFLOW = "it overflows the dtype's range (parameters or observations far too large, or an unstable transition over many missing steps)"
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,15 @@ def kalman_filter(
     -------
     FilterResult
 
+    Raises
+    ------
+    TypeError
+        Non-tensors, integer tensors, mixed dtypes, a non-bool mask.
+    ValueError
+        Wrong shapes, NaN/inf in a parameter, inf in the observations, non-PSD covariances, a
+        state that overflows the dtype; :class:`~ldmfilter.gaussian.NotPositiveDefiniteError`
+        (a ``ValueError``) when an innovation covariance cannot be factorised.
+
     Notes
     -----
     A fully missing step is predict-only; a partially missing step conditions exactly on its
@@ -121,12 +133,18 @@ def kalman_filter(
     if parallel:
         from .parallel import parallel_filter
 
-        return parallel_filter(model)
-    if model.covariance_is_shared:
+        result = parallel_filter(model)
+    elif model.covariance_is_shared:
         from .shared import shared_covariance_filter
 
-        return shared_covariance_filter(model)
-    return sequential_filter(model)
+        result = shared_covariance_filter(model)
+    else:
+        result = sequential_filter(model)
+    check_result_finite(result.filtered_mean, "the filtered mean", -2, OVERFLOW)
+    for name in ("filtered_cov", "predicted_cov"):  # shared covariances: checked once, not per series
+        check_result_finite(broadcast_compact(getattr(result, name)), f"the {name.replace('_', ' ')}ariance", -3, OVERFLOW)
+    check_result_finite(result.log_likelihood.masked_fill(result.log_likelihood.isinf(), 0.0), "the log-likelihood", -1, OVERFLOW)
+    return result
 
 
 def _per_step(param: torch.Tensor | None, batch_shape: tuple, steps: int, core_ndim: int) -> list | None:

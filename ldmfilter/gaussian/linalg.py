@@ -13,6 +13,13 @@ machine epsilon of the dtype.  Matrices that still fail raise
 jitter therefore never changes a well-posed problem, and a badly posed one is reported rather
 than silently turned into NaNs.  No routine forms an explicit inverse: solves go through the
 Cholesky factor.
+
+Two more rules keep filtered covariances positive semi-definite in float32.  Covariance inputs
+(``Q``, ``R``, ``Σ_0``, a forecast's start) that are PSD only to rounding are lifted by their
+negative eigenvalue plus one rounding unit (:func:`~ldmfilter.gaussian.validation.check_psd`
+with ``lift=True``).  The covariance update and the parallel scan run in float64 for float32
+inputs (:data:`~ldmfilter.gaussian.steps.UPDATE_DTYPE`), returning the input dtype: in float32
+they lose positive semi-definiteness once a covariance spans ~1e6 in its eigenvalues.
 """
 
 from __future__ import annotations

@@ -48,6 +48,8 @@ def _call(fn: Callable, points: torch.Tensor, inputs: torch.Tensor | None) -> to
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != flat.shape[0]:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"fn must map a batch of shape ({flat.shape[0]}, S) to ({flat.shape[0]}, D), got {got}")
+    if out.dtype != points.dtype:
+        raise TypeError(f"fn must return {points.dtype} like its input, got {out.dtype}")
     return out.reshape(lead + out.shape[-1:])
 
 

@@ -22,9 +22,20 @@ from .kalman import FilterResult, at_step
 from .linalg import cholesky, cholesky_solve, symmetrize
 from .moments import MOMENT_RULES, propagate, value_and_jacobian
 from .steps import innovation_log_likelihood, mask_observation_model, predict_cov, update_covariance, update_mean
-from .validation import broadcastable, check_filter_inputs, check_matrix, check_tensor, split_missing
+from .validation import broadcastable, check_filter_inputs, check_finite, check_matrix, check_result_finite, check_tensor, split_missing
 
-__all__ = ["nonlinear_filter"]
+__all__ = ["nonlinear_filter", "check_image_width"]
+
+NOT_FINITE = "transition_fn or observation_fn returned NaN or inf (or overflowed the dtype)"
+
+
+def check_image_width(value: torch.Tensor, expected: int, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Require a function's output (…, D) to have ``D == expected`` (and ``dtype``); names the function otherwise."""
+    if value.shape[-1] != expected:
+        raise ValueError(f"{name} must map rows of size S to rows of size {expected}, got rows of size {value.shape[-1]}")
+    if dtype is not None and value.dtype != dtype:
+        raise TypeError(f"{name} must return {dtype} like its input, got {value.dtype}")
+    return value
 
 
 def _update_from_moments(pred_mean, pred_cov, obs_moments, observation, observation_cov, observed):
@@ -86,6 +97,13 @@ def nonlinear_filter(
     Returns
     -------
     FilterResult
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`~ldmfilter.gaussian.kalman_filter`; also a function whose output has the
+        wrong width, NaN/inf in ``transition_inputs``, or NaN/inf coming out of the functions.
+        Exceptions raised by the functions themselves propagate unchanged.
     """
     if method not in MOMENT_RULES:
         raise ValueError(f"method must be one of {sorted(MOMENT_RULES)}, got {method!r}")
@@ -107,6 +125,7 @@ def nonlinear_filter(
                 f"transition_inputs must have shape (*batch, T={steps}, U) with batch axes broadcasting to "
                 f"{batch_shape}, got {tuple(transition_inputs.shape)}"
             )
+        check_finite(transition_inputs, "transition_inputs")
     obs, observed = split_missing(obs, mask)
     num_observed = obs_dim if observed is None else observed.sum(-1)
     if H is not None and observed is not None:
@@ -122,9 +141,12 @@ def nonlinear_filter(
             inputs = None if transition_inputs is None else transition_inputs[..., t, :]
             if method == "linearize":  # the linear filter's predict with A = J: P⁻ = J P Jᵀ + Q
                 mean, jac = value_and_jacobian(transition_fn, mean, inputs)
+                check_image_width(mean, state_dim, "transition_fn", dtype)
+                check_image_width(jac, state_dim, "transition_fn's Jacobian", dtype)
                 cov = predict_cov(cov, jac, at_step(Q, t, 2))
             else:
                 moments = propagate(transition_fn, mean, cov, method, inputs, **rule_options)
+                check_image_width(moments.mean, state_dim, "transition_fn", dtype)
                 mean, cov = moments.mean, symmetrize(moments.cov + at_step(Q, t, 2))  # P⁻ = Cov[f(x)] + Q
         pred_means.append(mean)
         pred_covs.append(cov)
@@ -136,6 +158,7 @@ def nonlinear_filter(
             cov = cov_t
         else:
             obs_moments = propagate(observation_fn, mean, cov, method, None, **rule_options)
+            check_image_width(obs_moments.mean, obs_dim, "observation_fn", dtype)
             mean, cov, innovation, chol = _update_from_moments(
                 mean, cov, obs_moments, z_t, at_step(R, t, 2), None if observed is None else observed[..., t, :]
             )
@@ -144,10 +167,14 @@ def nonlinear_filter(
         innovations.append(innovation)
         chols.append(chol.expand(batch_shape + chol.shape[-2:]))
 
-    return FilterResult(
+    result = FilterResult(
         filtered_mean=torch.stack(means, -2),
         filtered_cov=torch.stack(covs, -3),
         predicted_mean=torch.stack(pred_means, -2),
         predicted_cov=torch.stack(pred_covs, -3),
         log_likelihood=innovation_log_likelihood(torch.stack(innovations, -2), torch.stack(chols, -3), num_observed),
     )
+    for name in ("filtered_mean", "predicted_mean", "filtered_cov", "predicted_cov"):
+        check_result_finite(getattr(result, name), f"the {name.replace('_', ' ')}", -2 if name.endswith("mean") else -3, NOT_FINITE)
+    check_result_finite(result.log_likelihood.masked_fill(result.log_likelihood.isinf(), 0.0), "the log-likelihood", -1, NOT_FINITE)
+    return result

@@ -7,11 +7,12 @@ from typing import Callable
 import torch
 
 from .belief import GaussianBelief
-from .forecast import check_forecast_start
+from .forecast import UNSTABLE, check_forecast_start
 from .kalman import at_step
 from .linalg import symmetrize
 from .moments import MOMENT_RULES, propagate
-from .validation import broadcastable, check_matrix, check_psd, check_tensor
+from .nonlinear import check_image_width
+from .validation import broadcastable, check_finite, check_matrix, check_psd, check_result_finite, check_tensor
 
 __all__ = ["nonlinear_forecast"]
 
@@ -59,7 +60,7 @@ def nonlinear_forecast(
     mean, cov, horizon, batch_shape = check_forecast_start(mean, cov, horizon)
     dtype, device, state_dim = mean.dtype, mean.device, mean.shape[-1]
     Q = check_matrix(transition_cov, "transition_cov", state_dim, state_dim, horizon, batch_shape, dtype, device)
-    check_psd(Q, "transition_cov")
+    Q = check_psd(Q, "transition_cov", lift=True)
     if transition_inputs is not None:
         transition_inputs = check_tensor(transition_inputs, "transition_inputs", dtype, device)
         lead = tuple(transition_inputs.shape[:-2])
@@ -68,13 +69,19 @@ def nonlinear_forecast(
                 f"transition_inputs must have shape (*batch, horizon={horizon}, U) with batch axes broadcasting "
                 f"to {batch_shape}, got {tuple(transition_inputs.shape)}"
             )
+        check_finite(transition_inputs, "transition_inputs")
     mean = mean.expand(batch_shape + (state_dim,))
     cov = cov.expand(batch_shape + (state_dim, state_dim))
     means, covs = [], []
     for k in range(horizon):
         inputs = None if transition_inputs is None else transition_inputs[..., k, :]
         moments = propagate(transition_fn, mean, cov, method, inputs, **rule_options)
+        check_image_width(moments.mean, state_dim, "transition_fn", dtype)
         mean, cov = moments.mean, symmetrize(moments.cov + at_step(Q, k, 2))  # P⁻ = Cov[f(x)] + Q
         means.append(mean)
         covs.append(cov)
-    return GaussianBelief(torch.stack(means, -2), torch.stack(covs, -3))
+    means, covs = torch.stack(means, -2), torch.stack(covs, -3)
+    cause = f"{UNSTABLE}, or transition_fn returned NaN or inf"
+    check_result_finite(means, "the forecast mean", -2, cause)
+    check_result_finite(covs, "the forecast covariance", -3, cause)
+    return GaussianBelief(means, covs)

@@ -12,11 +12,14 @@ sequential filter (:mod:`ldmfilter.gaussian.steps`).
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from .kalman import FilterResult
-from .linalg import cholesky, cholesky_solve, symmetrize
+from .linalg import NotPositiveDefiniteError, cholesky, cholesky_solve, symmetrize
 from .steps import (
+    UPDATE_DTYPE,
     innovation_log_likelihood,
     mask_observation_model,
     predict,
@@ -76,14 +79,40 @@ def _elements(model: LinearGaussianModel, H: torch.Tensor, R: torch.Tensor):
     )
 
 
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The scan's working precision: float64 for lower-precision inputs (see ``parallel_filter``)."""
+    return UPDATE_DTYPE if torch.finfo(dtype).bits < torch.finfo(UPDATE_DTYPE).bits else dtype
+
+
+def _working_precision(model: LinearGaussianModel) -> LinearGaussianModel:
+    """``model`` with its tensors in the scan's working precision."""
+    dtype = _work_dtype(model.observations.dtype)
+    if dtype == model.observations.dtype:
+        return model
+    cast = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)}
+    cast = {k: v.to(dtype) if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in cast.items()}
+    return LinearGaussianModel(**cast)
+
+
+def _solve(matrix: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:
+    """``matrix⁻¹ rhs``; NotPositiveDefiniteError (a ValueError) when ``I + C J`` is numerically singular."""
+    solution, info = torch.linalg.solve_ex(matrix, rhs)
+    if bool(info.any()):
+        raise NotPositiveDefiniteError(
+            "the parallel scan's I + C J is numerically singular: the model is degenerate at this precision "
+            "(e.g. a transition matrix of magnitude near the dtype's range); rescale it, or use parallel=False"
+        )
+    return solution
+
+
 def _combine(earlier, later):
     """Associative operator: ``earlier`` (steps up to s) followed by ``later`` (steps s+1..t)."""
     E_i, b_i, C_i, eta_i, J_i = earlier
     E_j, b_j, C_j, eta_j, J_j = later
     eye = torch.eye(E_i.shape[-1], dtype=E_i.dtype, device=E_i.device)
     M = eye + C_i @ J_j  # I + C_i J_j
-    V = torch.linalg.solve(M.mT, E_j.mT).mT  # E_j (I + C_i J_j)⁻¹
-    U = torch.linalg.solve(M, E_i)  # (I + C_i J_j)⁻¹ E_i, so Uᵀ = E_iᵀ (I + J_j C_i)⁻¹
+    V = _solve(M.mT, E_j.mT).mT  # E_j (I + C_i J_j)⁻¹
+    U = _solve(M, E_i)  # (I + C_i J_j)⁻¹ E_i, so Uᵀ = E_iᵀ (I + J_j C_i)⁻¹
     E = V @ E_i
     b = (V @ (b_i + (C_i @ eta_j.unsqueeze(-1)).squeeze(-1)).unsqueeze(-1)).squeeze(-1) + b_j
     C = symmetrize(V @ C_i @ E_j.mT + C_j)
@@ -108,7 +137,12 @@ def _inclusive_scan(elements, time_axis: int):
 
 
 def parallel_filter(model: LinearGaussianModel) -> FilterResult:
-    """Kalman filter by associative scan; same results as the sequential recursion."""
+    """Kalman filter by associative scan; same results as the sequential recursion.
+
+    The elements and the scan are computed in float64 for lower-precision inputs (results in the
+    input dtype): in float32 the information-form combination loses positive semi-definiteness
+    once the covariances span ~1e6 (near-singular ``Q`` and ``R``), and the means then diverge.
+    """
     batch_shape, steps = model.batch_shape, model.num_steps
     H = _full(model.observation_matrix, batch_shape, steps, 2)
     R = _full(model.observation_cov, batch_shape, steps, 2)
@@ -116,8 +150,9 @@ def parallel_filter(model: LinearGaussianModel) -> FilterResult:
     if model.observed is not None:
         H, R = mask_observation_model(H, R, model.observed)
         num_observed = model.observed.sum(-1)
-    elements = _elements(model, H, R)
+    elements = _elements(_working_precision(model), H.to(_work_dtype(H.dtype)), R.to(_work_dtype(R.dtype)))
     _, means, covs, _, _ = _inclusive_scan(elements, len(batch_shape))
+    means, covs = means.to(H.dtype), covs.to(H.dtype)
 
     A = _full(model.transition_matrix, batch_shape, steps, 2)[..., 1:, :, :]
     Q = _full(model.transition_cov, batch_shape, steps, 2)[..., 1:, :, :]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
-from .kalman import FilterResult
+from .kalman import OVERFLOW, FilterResult
 from .linalg import cholesky, cholesky_solve, symmetrize
-from .validation import check_matrix, check_psd
+from .steps import UPDATE_DTYPE
+from .validation import check_matrix, check_psd, check_result_finite
 
 __all__ = ["SmootherResult", "kalman_smoother"]
 
@@ -28,6 +30,29 @@ class SmootherResult:
     smoothed_mean: torch.Tensor
     smoothed_cov: torch.Tensor
     lag_one_cov: torch.Tensor
+
+
+def _positive_semidefinite(covs: torch.Tensor) -> torch.Tensor:
+    """``covs`` (…, S, S) with the matrices that are not PSD to rounding replaced by their
+    eigenvalue-clamped versions.
+
+    A filtered covariance spanning more than the dtype's precision (a very diffuse prior next to
+    precise observations) is stored indefinite by rounding, and the smoother's Joseph-like form
+    stays positive semi-definite only for PSD inputs; applied to the inputs and, as a last
+    guard, to the smoothed covariances.  Most matrices pass the Cholesky test and are left as
+    they are.
+    """
+    with torch.no_grad():
+        eye = torch.eye(covs.shape[-1], dtype=covs.dtype, device=covs.device)
+        scale = covs.abs().amax(dim=(-2, -1), keepdim=True)
+        _, info = torch.linalg.cholesky_ex(covs + torch.finfo(covs.dtype).eps * scale * eye)
+        bad = info > 0
+    if not bool(bad.any()):
+        return covs
+    values, vectors = torch.linalg.eigh(covs[bad])
+    covs = covs.clone()
+    covs[bad] = symmetrize((vectors * values.clamp_min(0).unsqueeze(-2)) @ vectors.mT)
+    return covs
 
 
 def kalman_smoother(result: FilterResult, transition_matrix, transition_cov) -> SmootherResult:
@@ -54,6 +79,12 @@ def kalman_smoother(result: FilterResult, transition_matrix, transition_cov) -> 
     Returns
     -------
     SmootherResult
+
+    Notes
+    -----
+    Computed in float64 for float32 filter results (returned in float32), like the filter's
+    covariance update.  Raises ``ValueError`` instead of returning NaN/inf when the smoothed
+    moments overflow the dtype.
     """
     if not isinstance(result, FilterResult):
         raise TypeError(f"result must be the FilterResult of kalman_filter, got {type(result).__name__}")
@@ -65,12 +96,22 @@ def kalman_smoother(result: FilterResult, transition_matrix, transition_cov) -> 
     check_psd(Q, "transition_cov")
     if steps == 1:
         return SmootherResult(means, covs, covs.new_zeros(batch_shape + (0, state_dim, state_dim)))
+    dtype = means.dtype
+    if torch.finfo(dtype).bits < torch.finfo(UPDATE_DTYPE).bits:  # like the filter's update (see steps.UPDATE_DTYPE)
+        work = dataclasses.replace(result, **{f.name: getattr(result, f.name).to(UPDATE_DTYPE) for f in dataclasses.fields(result)
+                                              if isinstance(getattr(result, f.name), torch.Tensor)})
+        smoothed = kalman_smoother(work, A.to(UPDATE_DTYPE), Q.to(UPDATE_DTYPE))
+        out = SmootherResult(*(x.to(dtype) for x in (smoothed.smoothed_mean, smoothed.smoothed_cov, smoothed.lag_one_cov)))
+        check_result_finite(out.smoothed_mean, "the smoothed mean", -2, OVERFLOW)  # beyond the input dtype's range
+        check_result_finite(out.smoothed_cov, "the smoothed covariance", -3, OVERFLOW)
+        return out
 
     shared = result.shared_covariance and A.ndim <= 3 and Q.ndim <= 3
     pred_means, pred_covs = result.predicted_mean, result.predicted_cov
     if shared:  # one (T, S, S) covariance sequence for the whole batch
         index = (0,) * len(batch_shape)
         covs, pred_covs = covs[index], pred_covs[index]
+    covs = _positive_semidefinite(covs)
     A_next = A[..., 1:, :, :] if A.ndim > 2 else A
     Q_next = Q[..., 1:, :, :] if Q.ndim > 2 else Q
     transported = A_next @ covs[..., :-1, :, :]  # A_{t+1} P_t
@@ -88,9 +129,12 @@ def kalman_smoother(result: FilterResult, transition_matrix, transition_cov) -> 
         mean = offsets[..., t, :] + (gain @ mean.unsqueeze(-1)).squeeze(-1)
         smoothed_covs.append(cov)
         smoothed_means.append(mean)
-    smoothed_cov = torch.stack(smoothed_covs[::-1], -3)
+    smoothed_cov = _positive_semidefinite(torch.stack(smoothed_covs[::-1], -3))
     lag_one = smoothed_cov[..., 1:, :, :] @ gains.mT  # Cov(x_{t+1}, x_t) = P^s_{t+1} G_tᵀ
+    smoothed_mean = torch.stack(smoothed_means[::-1], -2)
+    check_result_finite(smoothed_mean, "the smoothed mean", -2, OVERFLOW)
+    check_result_finite(smoothed_cov, "the smoothed covariance", -3, OVERFLOW)
     if shared:
         smoothed_cov = smoothed_cov.expand(batch_shape + smoothed_cov.shape)
         lag_one = lag_one.expand(batch_shape + lag_one.shape)
-    return SmootherResult(torch.stack(smoothed_means[::-1], -2), smoothed_cov, lag_one)
+    return SmootherResult(smoothed_mean, smoothed_cov, lag_one)

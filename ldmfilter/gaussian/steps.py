@@ -18,6 +18,7 @@ __all__ = [
     "predict_cov",
     "predict_observation",
     "update_covariance",
+    "UPDATE_DTYPE",
     "update_mean",
     "innovation_log_likelihood",
     "mask_observation_model",
@@ -82,8 +83,17 @@ def predict_observation(pred_mean, pred_cov, observation_matrix, observation_cov
     return mean, cov
 
 
+UPDATE_DTYPE = torch.float64  # the covariance update's working precision for lower-precision inputs
+
+
 def update_covariance(pred_cov, observation_matrix, observation_cov):
     """Covariance half of the Kalman update (independent of the data).
+
+    Computed in float64 when the inputs are of lower precision (results in the input dtype):
+    in float32 the Joseph form loses positive semi-definiteness once ``P⁻`` spans more than
+    ~1e6 in its eigenvalues (a well-observed and a barely observed direction, near-singular
+    ``Q`` and ``R``), and the filter then diverges within tens of steps.  In float64 the same
+    update stays positive semi-definite; the cost is a few casts of small tensors.
 
     Parameters
     ----------
@@ -101,6 +111,15 @@ def update_covariance(pred_cov, observation_matrix, observation_cov):
     innovation_chol : Tensor, shape (*batch, L, L)
         Lower Cholesky factor of the innovation covariance ``Σ_e``.
     """
+    dtype = pred_cov.dtype
+    if torch.finfo(dtype).bits < torch.finfo(UPDATE_DTYPE).bits:
+        work = (pred_cov.to(UPDATE_DTYPE), observation_matrix.to(UPDATE_DTYPE), observation_cov.to(UPDATE_DTYPE))
+        return tuple(x.to(dtype) for x in _joseph_update(*work))
+    return _joseph_update(pred_cov, observation_matrix, observation_cov)
+
+
+def _joseph_update(pred_cov, observation_matrix, observation_cov):
+    """:func:`update_covariance` in the inputs' own dtype."""
     H, R = observation_matrix, observation_cov
     HP = matmul(H, pred_cov)
     innovation_cov = matmul_add(R, HP, H.mT)  # Σ_e = H P⁻ Hᵀ + R

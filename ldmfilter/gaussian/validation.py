@@ -15,11 +15,13 @@ Shape rules (the same for every public function of :mod:`ldmfilter.gaussian`):
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["LinearGaussianModel", "broadcastable", "check_tensor", "check_matrix", "check_psd", "check_observations", "check_mask", "split_missing", "check_initial_belief", "check_offset", "check_filter_inputs", "prepare_linear_model"]
+__all__ = ["LinearGaussianModel", "broadcastable", "check_tensor", "check_finite", "check_output_size", "check_result_finite", "check_matrix", "check_psd", "check_observations", "check_mask", "split_missing", "check_initial_belief", "check_offset", "check_filter_inputs", "prepare_linear_model"]
 
 
 def check_tensor(value, name: str, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
@@ -35,6 +37,51 @@ def check_tensor(value, name: str, dtype: torch.dtype | None = None, device=None
     return value
 
 
+def check_finite(value: torch.Tensor, name: str) -> torch.Tensor:
+    """Require every entry of ``value`` to be finite (no NaN, no inf)."""
+    with torch.no_grad():
+        if not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{name} of shape {tuple(value.shape)} contains NaN or inf")
+    return value
+
+
+def _physical_memory() -> int | None:
+    """Bytes of physical memory of this machine, or None where the OS does not tell."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_output_size(shape: tuple, dtype: torch.dtype, what: str) -> None:
+    """Refuse to build an output of ``shape`` that cannot fit in this machine's memory.
+
+    A clear ``ValueError`` up front instead of the process being killed half-way (e.g. a
+    forecast with an absurd horizon).
+    """
+    nbytes = math.prod(shape) * torch.finfo(dtype).bits // 8
+    limit = _physical_memory()
+    if limit is not None and nbytes > limit:
+        raise ValueError(
+            f"{what} of shape {tuple(shape)} would take {nbytes / 2**30:.3g} GiB, more than this machine's "
+            f"memory ({limit / 2**30:.3g} GiB)"
+        )
+
+
+def check_result_finite(values: torch.Tensor, name: str, time_axis: int, cause: str) -> None:
+    """Raise instead of returning NaN or inf: ``values`` (…, T, …) must be finite; ``cause`` explains why not.
+
+    The error names the first step (along ``time_axis``) with a non-finite entry.
+    """
+    with torch.no_grad():
+        finite = torch.isfinite(values)
+        if bool(finite.all()):
+            return
+        bad = (~finite).movedim(time_axis, 0).reshape(values.shape[time_axis], -1).any(-1)
+        step = int(torch.nonzero(bad)[0, 0])
+    raise ValueError(f"{name} is NaN or inf from step {step} on: {cause}")
+
+
 def check_observations(observations) -> torch.Tensor:
     """Check observations of shape ``(*batch, T, L)``: float, ``T >= 1``, no inf (NaN = missing)."""
     obs = check_tensor(observations, "observations")
@@ -42,6 +89,8 @@ def check_observations(observations) -> torch.Tensor:
         raise ValueError(f"observations must have shape (*batch, T, L), got {tuple(obs.shape)}")
     if obs.shape[-2] < 1 or obs.shape[-1] < 1:
         raise ValueError(f"observations need at least one time step and one dimension, got {tuple(obs.shape)}")
+    if obs.numel() == 0:
+        raise ValueError(f"observations have an empty batch axis, shape {tuple(obs.shape)}")
     if torch.isinf(obs).any():
         raise ValueError("observations contain inf; use NaN (or the mask) to mark missing values")
     return obs
@@ -56,12 +105,12 @@ def broadcastable(shape: tuple, target: tuple) -> bool:
 
 
 def check_matrix(value, name, rows, cols, steps, batch_shape, dtype, device) -> torch.Tensor:
-    """Check a ``(rows, cols)`` parameter, static or time-varying ``(*batch, steps, rows, cols)``."""
+    """Check a finite ``(rows, cols)`` parameter, static or time-varying ``(*batch, steps, rows, cols)``."""
     value = check_tensor(value, name, dtype, device)
     if value.ndim == 2:
         if value.shape != (rows, cols):
             raise ValueError(f"{name} must have shape ({rows}, {cols}), got {tuple(value.shape)}")
-        return value
+        return check_finite(value, name)
     if value.ndim < 2 or value.shape[-3:] != (steps, rows, cols):
         raise ValueError(
             f"{name} must have shape ({rows}, {cols}) or (*batch, T={steps}, {rows}, {cols}) when "
@@ -72,11 +121,19 @@ def check_matrix(value, name, rows, cols, steps, batch_shape, dtype, device) -> 
             f"{name} batch axes {tuple(value.shape[:-3])} do not broadcast to the observations' "
             f"batch axes {tuple(batch_shape)}"
         )
-    return value
+    return check_finite(value, name)
 
 
-def check_psd(value: torch.Tensor, name: str) -> None:
-    """Symmetric and positive semi-definite up to sqrt(machine epsilon), relative."""
+def check_psd(value: torch.Tensor, name: str, lift: bool = False) -> torch.Tensor:
+    """Symmetric and positive semi-definite up to sqrt(machine epsilon), relative.
+
+    Returns ``value``; with ``lift=True`` a matrix that is PSD only to that tolerance (smallest
+    eigenvalue ``λ`` in ``[−√eps · max|value|, 0)``, e.g. a rank-deficient ``v vᵀ`` rounded to
+    float32) comes back as ``value + |λ| I``, a change within its rounding that makes it PSD.
+    The filters lift their ``Q``, ``R`` and ``Σ_0`` so: the Joseph-form update is positive
+    semi-definite only for a PSD ``R``, and ``K R Kᵀ`` with a large gain turns a rounding-sized
+    negative eigenvalue into a negative variance.
+    """
     with torch.no_grad():
         tol = torch.finfo(value.dtype).eps ** 0.5
         if not torch.isfinite(value).all():
@@ -85,12 +142,19 @@ def check_psd(value: torch.Tensor, name: str) -> None:
         asym = (value - value.mT).abs().amax(dim=(-2, -1))
         if (asym > tol * scale).any():
             raise ValueError(f"{name} of shape {tuple(value.shape)} is not symmetric")
-        smallest = torch.linalg.eigvalsh(value)[..., 0]
+        precise = value.to(torch.float64) if value.dtype != torch.float64 else value  # float32 eigvalsh misses ~1e-9
+        smallest = torch.linalg.eigvalsh(precise)[..., 0]
         if (smallest < -tol * scale).any():
             raise ValueError(
                 f"{name} of shape {tuple(value.shape)} is not positive semi-definite "
                 f"(smallest eigenvalue {smallest.min().item():.3g})"
             )
+        negative = bool((smallest < 0).any())
+    if lift and negative:  # |λ| plus one rounding unit of the largest entry, so that the shift survives rounding
+        shift = torch.where(smallest < 0, -smallest + torch.finfo(value.dtype).eps * scale.to(smallest.dtype), 0.0)
+        eye = torch.eye(value.shape[-1], dtype=value.dtype, device=value.device)
+        return value + shift.to(value.dtype)[..., None, None] * eye
+    return value
 
 
 def check_mask(mask, batch_shape: tuple, steps: int, obs_dim: int) -> torch.Tensor:
@@ -135,10 +199,11 @@ def split_missing(observations: torch.Tensor, mask=None) -> tuple[torch.Tensor, 
 
 
 def check_initial_belief(initial_mean, initial_cov, batch_shape: tuple, dtype, device):
-    """Check the prior ``(S,)``/``(*batch, S)`` and ``(S, S)``/``(*batch, S, S)``; return both."""
+    """Check the prior ``(S,)``/``(*batch, S)`` (finite, ``S >= 1``) and ``(S, S)``/``(*batch, S, S)``; return both."""
     initial_mean = check_tensor(initial_mean, "initial_mean", dtype, device)
-    if initial_mean.ndim < 1:
-        raise ValueError(f"initial_mean must have shape (S,) or (*batch, S), got {tuple(initial_mean.shape)}")
+    if initial_mean.ndim < 1 or initial_mean.shape[-1] < 1:
+        raise ValueError(f"initial_mean must have shape (S,) or (*batch, S) with S >= 1, got {tuple(initial_mean.shape)}")
+    check_finite(initial_mean, "initial_mean")
     state_dim = initial_mean.shape[-1]
     if not broadcastable(initial_mean.shape[:-1], batch_shape):
         raise ValueError(
@@ -152,12 +217,12 @@ def check_initial_belief(initial_mean, initial_cov, batch_shape: tuple, dtype, d
         )
     if not broadcastable(initial_cov.shape[:-2], batch_shape):
         raise ValueError(f"initial_cov batch axes {tuple(initial_cov.shape[:-2])} do not broadcast to {batch_shape}")
-    check_psd(initial_cov, "initial_cov")
+    initial_cov = check_psd(initial_cov, "initial_cov", lift=True)
     return initial_mean, initial_cov
 
 
 def check_offset(offset, name: str, state_dim: int, steps: int, batch_shape: tuple, dtype, device):
-    """Check a vector parameter ``(S,)`` or time-varying ``(*batch, T, S)``; None passes through."""
+    """Check a finite vector parameter ``(S,)`` or time-varying ``(*batch, T, S)``; None passes through."""
     if offset is None:
         return None
     offset = check_tensor(offset, name, dtype, device)
@@ -168,7 +233,7 @@ def check_offset(offset, name: str, state_dim: int, steps: int, batch_shape: tup
         raise ValueError(
             f"{name} must have shape ({state_dim},) or (*batch, T={steps}, {state_dim}), got {tuple(offset.shape)}"
         )
-    return offset
+    return check_finite(offset, name)
 
 
 def check_filter_inputs(observations, transition_cov, observation_cov, initial_mean, initial_cov):
@@ -188,8 +253,8 @@ def check_filter_inputs(observations, transition_cov, observation_cov, initial_m
     state_dim = initial_mean.shape[-1]
     Q = check_matrix(transition_cov, "transition_cov", state_dim, state_dim, *args)
     R = check_matrix(observation_cov, "observation_cov", obs_dim, obs_dim, *args)
-    check_psd(Q, "transition_cov")
-    check_psd(R, "observation_cov")
+    Q = check_psd(Q, "transition_cov", lift=True)
+    R = check_psd(R, "observation_cov", lift=True)
     return obs, initial_mean, initial_cov, Q, R, args
 
 
@@ -245,7 +310,8 @@ def prepare_linear_model(
     TypeError
         Wrong types or dtypes (non-tensors, integer tensors, mixed dtypes, non-bool mask).
     ValueError
-        Wrong shapes, non-symmetric or non-PSD covariances, inf in the observations.
+        Wrong shapes, an empty batch or state, non-symmetric or non-PSD covariances, inf in the
+        observations, NaN or inf in a parameter.
     """
     obs, initial_mean, initial_cov, Q, R, args = check_filter_inputs(
         observations, transition_cov, observation_cov, initial_mean, initial_cov

@@ -4,18 +4,31 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["as_sequences", "check_numeric"]
+__all__ = ["as_sequences", "check_numeric", "MAX_MAGNITUDE"]
+
+MAX_MAGNITUDE = 1e150  # beyond this, squares overflow float64 (variances, least squares, EM statistics)
 
 
 def check_numeric(values: np.ndarray, name: str) -> np.ndarray:
-    """``values`` as a float array; TypeError for bool, complex, strings and objects, ValueError for inf."""
+    """``values`` as a float array; TypeError for bool, complex, strings and objects, ValueError for inf
+    and for magnitudes beyond ``MAX_MAGNITUDE`` (whose squares overflow float64)."""
     if values.dtype == bool or not (np.issubdtype(values.dtype, np.floating) or np.issubdtype(values.dtype, np.integer)):
         raise TypeError(f"{name} must hold real numbers, got dtype {values.dtype}")
     if np.issubdtype(values.dtype, np.integer):
         values = values.astype(np.float64)
-    if np.isinf(values).any():
-        where = tuple(int(i) for i in np.argwhere(np.isinf(values))[0])
-        raise ValueError(f"{name} contains inf values (first at {where}); use NaN for missing values")
+    if float(np.finfo(values.dtype).max) > MAX_MAGNITUDE:
+        with np.errstate(invalid="ignore"):
+            beyond = np.abs(values) > MAX_MAGNITUDE  # NaN compares False
+    else:  # float32/float16: only inf lies beyond
+        beyond = np.isinf(values)
+    if beyond.any():
+        where = tuple(int(i) for i in np.argwhere(beyond)[0])
+        if np.isinf(values[where]):
+            raise ValueError(f"{name} contains inf values (first at {where}); use NaN for missing values")
+        raise ValueError(
+            f"{name} has values of magnitude {abs(float(values[where])):.3g} (first at {where}); values beyond "
+            f"±{MAX_MAGNITUDE:g} overflow float64 once squared: rescale them"
+        )
     return values
 
 

@@ -10,12 +10,14 @@ through their ``to_pandas`` (CSV, Parquet) or ``to_xarray`` (NetCDF, Zarr) expor
 from __future__ import annotations
 
 import importlib.util
-import os
-import tempfile
+import lzma
 import warnings
+import zipfile
 from pathlib import Path
 
 import pandas as pd
+
+from ..atomic import atomic_write
 
 __all__ = ["read_table", "write_result", "file_format", "FORMATS", "TIME_NAMES"]
 
@@ -92,8 +94,8 @@ def read_table(path, time_col: str | None = None, series_col: str | None = None)
     FileNotFoundError
         No such file.
     ValueError
-        An unknown extension, a file that cannot be parsed, a named column that does not
-        exist, or no detectable time column (name it with ``time_col``).
+        An unknown extension, a file that cannot be parsed (or decompressed), a named column
+        that does not exist, or no detectable time column (name it with ``time_col``).
     ImportError
         The package a format needs (``pyarrow``, ``zarr``, a NetCDF engine) is missing.
     """
@@ -121,8 +123,10 @@ def _read_frame(path: Path, kind: str, compression: str | None) -> pd.DataFrame:
         return frame
     try:
         return pd.read_csv(path, sep="\t" if kind == "tsv" else ",", compression=compression)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-        raise ValueError(f"cannot read {str(path)!r} as {kind.upper()}: {error}") from None
+    # parse errors are ValueErrors; a damaged or mislabelled archive raises the codec's own error
+    except (ValueError, OSError, EOFError, lzma.LZMAError, zipfile.BadZipFile) as error:
+        what = kind.upper() if compression is None else f"{compression}-compressed {kind.upper()}"
+        raise ValueError(f"cannot read {str(path)!r} as {what}: {type(error).__name__}: {error}") from None
 
 
 def _find_column(columns: list[str], wanted: str, what: str, path: str, option: str) -> str:
@@ -262,18 +266,6 @@ def _named_dim(dataset, given: str | None, target: str, path: str, option: str):
 
 
 # ---------------------------------------------------------------------------------- writing
-def _atomic(path: Path, write) -> None:
-    """Call ``write(temporary_path)`` and rename the file onto ``path`` (no half-written files)."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _netcdf_engine() -> str | None:
     """netCDF4, else h5netcdf (which needs h5py), else xarray's default (scipy: NetCDF 3)."""
     def found(*packages: str) -> bool:
@@ -319,14 +311,14 @@ def write_result(result, path, space: str | None = None, coverage: float = 0.9) 
         raise FileNotFoundError(f"the folder {str(path.parent)!r} of the output file does not exist")
     if kind in ("csv", "tsv"):
         table = result.to_pandas(space, coverage)
-        _atomic(path, lambda tmp: table.to_csv(tmp, sep="\t" if kind == "tsv" else ",", compression=compression))
+        atomic_write(path, lambda tmp: table.to_csv(tmp, sep="\t" if kind == "tsv" else ",", compression=compression))
     elif kind == "parquet":
         _require("pyarrow", "Parquet files", "fastparquet")
         table = result.to_pandas(space, coverage)
-        _atomic(path, lambda tmp: table.to_parquet(tmp))
+        atomic_write(path, lambda tmp: table.to_parquet(tmp))
     elif kind == "netcdf":
         dataset = result.to_xarray(space, coverage)
-        _atomic(path, lambda tmp: dataset.to_netcdf(tmp, engine=_netcdf_engine()))
+        atomic_write(path, lambda tmp: dataset.to_netcdf(tmp, engine=_netcdf_engine()))
     else:
         _require("zarr", "Zarr stores")
         result.to_xarray(space, coverage).to_zarr(path, mode="w")

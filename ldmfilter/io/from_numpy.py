@@ -39,7 +39,14 @@ def numpy_series(X, name: str, obs_shape: tuple | None) -> tuple[list[np.ndarray
         if len(shapes) > 1:
             raise ValueError(f"the series in {name} have different observation shapes: {sorted(shapes)}")
         return series, False
-    values = check_numeric(np.asarray(X), name)
+    try:
+        values = np.asarray(X)
+    except ValueError:  # numpy: "setting an array element with a sequence ... inhomogeneous shape"
+        raise ValueError(
+            f"{name} is a ragged nested sequence (rows or series of different lengths); pass a list of numpy "
+            "arrays, one (T_i, *obs_shape) array per series"
+        ) from None
+    values = check_numeric(values, name)
     if values.ndim == 0:
         raise ValueError(f"{name} must be an array of observations over time, got a scalar")
     if values.ndim == 1:

@@ -11,7 +11,7 @@ from torch import nn
 from ..gaussian import MOMENT_RULES, FilterResult, kalman_filter, nonlinear_filter, predictive_log_likelihood
 from .dynamics import LinearDynamics
 
-__all__ = ["PredictiveOutput", "EncodesObservations", "LatentKalmanFilter", "fill_missing_frames"]
+__all__ = ["PredictiveOutput", "EncodesObservations", "LatentKalmanFilter", "fill_missing_frames", "check_latents"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,28 @@ def fill_missing_frames(x: torch.Tensor, mask: torch.Tensor | None, obs_ndim: in
     return torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
+def check_latents(z: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``z`` (B, T, L); ValueError when an observed frame's latent is NaN or inf.
+
+    The filter reads NaN as "missing", so an encoder overflowing on an input far outside the
+    training range (or diverged weights) would otherwise silently turn observed frames into
+    missing ones.  ``x`` are the standardised inputs, for the message.
+    """
+    with torch.no_grad():
+        bad = ~torch.isfinite(z).all(-1)
+        if mask is not None:
+            bad &= mask
+        if not bool(bad.any()):
+            return z
+        series, step = (int(i) for i in bad.nonzero()[0])
+        largest = float(x.detach().abs().nan_to_num(0.0).amax())
+    raise ValueError(
+        f"the encoder's output is NaN or inf for observed frames (first: series {series}, step {step}): the inputs "
+        f"are far outside the range the model was trained on (largest standardised value {largest:.3g}) or its "
+        "weights have diverged; rescale the inputs or use dtype='float64'"
+    )
+
+
 class EncodesObservations(nn.Module):
     """Encoding shared by the predictive latent models (needs ``encoder`` and ``normalizer``)."""
 
@@ -76,8 +98,12 @@ class EncodesObservations(nn.Module):
         return fill_missing_frames(self.normalizer(x), mask, self.obs_ndim)
 
     def encode_observed(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Latents ``z`` (B, T, L) of observations with missing frames (``mask``) or NaN values."""
-        return self.encoder(self.prepare_input(x, mask))
+        """Latents ``z`` (B, T, L) of observations with missing frames (``mask``) or NaN values.
+
+        Raises ValueError when an observed frame's latent is NaN or inf (see :func:`check_latents`).
+        """
+        x = self.prepare_input(x, mask)
+        return check_latents(self.encoder(x), x, mask)
 
 
 class LatentKalmanFilter(EncodesObservations):
@@ -171,7 +197,7 @@ class LatentKalmanFilter(EncodesObservations):
         PredictiveOutput
         """
         x = self.prepare_input(x, mask)
-        z = self.encoder(x)
+        z = check_latents(self.encoder(x), x, mask)
         R = self.noise(x, self.dynamics.log_scale)  # (L, L), or (B, T, L, L) when input-dependent: a time axis
         result = self.filter_latents(z, R, mask, controls)
         D = self.dynamics.observation_matrix

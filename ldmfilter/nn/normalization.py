@@ -57,6 +57,11 @@ class Standardizer(nn.Module):
             scale = scale.clamp_min(1e-8 * float(scale.max().clamp_min(1e-30)))
         else:  # mean squared deviation from the per-feature means, over all features
             scale = variance.mean().sqrt().clamp_min(1e-30).expand(obs_shape).clone()
+        if not (bool(torch.isfinite(mean).all()) and bool(torch.isfinite(scale).all())):
+            raise ValueError(
+                f"the observations are too large for {x.dtype} statistics (their mean or variance overflows, "
+                f"largest magnitude {float(frames.abs().nan_to_num(0.0).max()):.3g}); rescale them or use float64"
+            )
         return cls(mean, scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -14,13 +14,14 @@ import torch
 from torch import nn
 
 from ..gaussian import propagate
-from ..gaussian.linalg import broadcast_compact, quadratic_diagonal
+from ..gaussian.linalg import broadcast_compact, cholesky, quadratic_diagonal
 from .affine import fit_affine, reduce_affine, residual_moments, solve_affine
 from .encoders import make_mlp
 
 __all__ = ["fit_affine", "LinearReadout", "MLPReadout", "readout_from_spec", "MIN_NOISE_FRACTION", "PENALTIES"]
 
 MIN_NOISE_FRACTION = 0.05
+NOISE_FLOOR = 1e-300  # the read-out noise variance of targets that are exactly zero
 PENALTIES = (0.0, 1e-3, 1e-2, 0.1, 0.3, 1.0)  # the linear read-out's candidate λ (see LinearReadout.fit)
 
 
@@ -35,6 +36,21 @@ def _lead_mean(cov: torch.Tensor) -> torch.Tensor:
     return cov.detach().to(torch.float64).mean(dim=tuple(range(cov.ndim - 2))) if cov.ndim > 2 else cov.detach().to(torch.float64)
 
 
+def _target_power(problem) -> torch.Tensor:
+    """Mean square ``Σ y² / n`` of every target column over its observed rows, shape (D,).
+
+    From the reduced problem (``‖y‖² = ‖Qᵀ y‖² + ‖(I − Q Qᵀ) y‖²``), without another pass over the data.
+    """
+    power = torch.zeros(problem.n_targets, dtype=torch.float64)
+    for block in problem.blocks:
+        squares = (block.projected**2).sum(0) + block.residual_ss
+        if block.columns is None:
+            power += squares
+        else:
+            power[block.columns] = squares
+    return power / problem.counts.clamp_min(1)
+
+
 def _noise_from_residuals(
     sum_squares: torch.Tensor,
     cross: torch.Tensor | None,
@@ -43,22 +59,26 @@ def _noise_from_residuals(
     propagated: torch.Tensor | None,
     diagonal: bool,
     dof: int,
+    minimum: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Read-out noise: residual covariance minus the part the state uncertainty already explains.
 
     ``Cov(residual) ≈ W P̄ Wᵀ + Σ``; eigenvalues (diagonal: variances) of ``Σ`` are floored at
-    ``MIN_NOISE_FRACTION`` of the smallest residual variance.  The residuals enter through their
-    sums over observed rows: ``sum_squares`` (D,) and, for a full ``Σ``, ``cross`` (D, D), with
-    ``counts`` (D,) and ``pair_counts`` (D, D) rows observed per column and per pair of columns.
+    ``MIN_NOISE_FRACTION`` of the smallest residual variance, and at ``minimum`` (D,) (a rounding-
+    sized floor, so that targets the states fit exactly, e.g. a constant, still get a positive
+    definite ``Σ``).  The residuals enter through their sums over observed rows: ``sum_squares``
+    (D,) and, for a full ``Σ``, ``cross`` (D, D), with ``counts`` (D,) and ``pair_counts`` (D, D)
+    rows observed per column and per pair of columns.
     """
+    minimum = torch.zeros_like(sum_squares) if minimum is None else minimum
     if diagonal:
         var = sum_squares / (counts - dof).clamp_min(1)
-        floor = MIN_NOISE_FRACTION * var
+        floor = torch.maximum(MIN_NOISE_FRACTION * var, minimum)
         if propagated is not None:
             var = var - propagated.diagonal()
         return torch.diag(torch.maximum(var, floor))
     noise = cross / (pair_counts - dof).clamp_min(1)
-    floor = MIN_NOISE_FRACTION * float(noise.diagonal().min())
+    floor = max(MIN_NOISE_FRACTION * float(noise.diagonal().min()), float(minimum.max()))
     if propagated is not None:
         noise = noise - propagated
     values, vectors = torch.linalg.eigh(0.5 * (noise + noise.mT))
@@ -77,7 +97,7 @@ def _marginal_nll(
     var = cov.diagonal()
     if missing or cov.shape[0] > 64:
         return float((sum_squares / var + counts * var.log()).sum() / counts.sum())
-    factor = torch.linalg.cholesky(cov)
+    factor = cholesky(cov, "read-out covariance W P̄ Wᵀ + Σ")
     half = torch.linalg.solve_triangular(factor, cross, upper=False)  # L⁻¹ C
     whitened = torch.linalg.solve_triangular(factor, half.mT, upper=False)  # L⁻¹ C L⁻ᵀ (C symmetric)
     return float(whitened.diagonal().sum() / counts[0] + 2 * factor.diagonal().log().sum())
@@ -149,6 +169,7 @@ class LinearReadout(nn.Module):
         D = targets.shape[-1]
         problem = reduce_affine(state_mean, targets, cross=not diagonal or D <= 64)  # one pass over the data
         dof = problem.n_features + 1
+        minimum = (torch.finfo(torch.float64).eps * _target_power(problem)).clamp_min(NOISE_FLOOR)
         best = None
         for penalty in PENALTIES if mean_cov is not None else (0.0,):
             coef = solve_affine(problem, mean_cov, penalty)
@@ -158,7 +179,7 @@ class LinearReadout(nn.Module):
             if cross is None and not diagonal:  # full Σ under a NaN pattern that differs by column
                 sum_squares, cross, pair_counts = _explicit_moments(*_rows(state_mean, targets), weight, bias)
             propagated = None if mean_cov is None else weight @ mean_cov @ weight.mT
-            noise = _noise_from_residuals(sum_squares, cross, problem.counts, pair_counts, propagated, diagonal, dof)
+            noise = _noise_from_residuals(sum_squares, cross, problem.counts, pair_counts, propagated, diagonal, dof, minimum)
             total = noise if propagated is None else propagated + noise
             score = _marginal_nll(sum_squares, cross, problem.counts, total, problem.missing)
             if best is None or score < best[0]:

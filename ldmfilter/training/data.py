@@ -6,9 +6,9 @@ from typing import Callable
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["SequenceWindows", "SequenceDataModule"]
+__all__ = ["SequenceWindows", "EpochShuffle", "SequenceDataModule"]
 
 
 class SequenceWindows(Dataset):
@@ -53,6 +53,35 @@ class SequenceWindows(Dataset):
         return self.sequences[series, span], self.mask[series, span], self.controls[series, span]
 
 
+class EpochShuffle(Sampler):
+    """A random order of ``n`` items that depends only on ``seed`` and the epoch being trained.
+
+    Iterated in epoch ``e`` (``epoch()`` at that time), it yields ``randperm(n)`` of a generator
+    seeded ``seed + e`` after one 64-bit draw (the draw a ``DataLoader`` takes from the generator
+    it shares with a ``RandomSampler``: epoch 0 keeps the order of that pairing).  The order does
+    not depend on how often or when the loader was built or iterated before, which Lightning
+    varies between a fresh and a resumed run.
+
+    Parameters
+    ----------
+    n : int
+    seed : int
+    epoch : callable
+        ``() -> int``, the current epoch.
+    """
+
+    def __init__(self, n: int, seed: int, epoch: Callable[[], int]):
+        self.n, self.seed, self.epoch = int(n), int(seed), epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + int(self.epoch()))
+        torch.empty((), dtype=torch.int64).random_(generator=generator)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+
 class SequenceDataModule(L.LightningDataModule):
     """Serves shuffled mini-batches of windows; optionally new training data every epoch.
 
@@ -68,7 +97,9 @@ class SequenceDataModule(L.LightningDataModule):
         clean frames with fresh pixel noise); requires the Trainer's
         ``reload_dataloaders_every_n_epochs=1``.
     seed : int
-        Seed of the shuffling (epoch ``e`` uses ``seed + e``).
+        Seed of the shuffling: epoch ``e`` visits the windows in an order drawn from a generator
+        seeded ``seed + e`` (:class:`EpochShuffle`), whatever happened before, so that a run
+        resumed from a checkpoint shuffles its later epochs exactly as the uninterrupted run.
     controls : Tensor, shape (n, T, U), optional
         Control inputs of the sequences (the same every epoch).
     """
@@ -89,9 +120,13 @@ class SequenceDataModule(L.LightningDataModule):
         self.batch_size, self.window, self.stride = int(batch_size), window, stride
         self.epoch_data, self.seed = epoch_data, int(seed)
 
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
     def train_dataloader(self) -> DataLoader:
-        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        epoch = self._epoch()
         sequences, mask = (self.sequences, self.mask) if self.epoch_data is None or epoch == 0 else self.epoch_data(epoch)
         dataset = SequenceWindows(sequences, mask, self.window, self.stride, self.controls)
-        generator = torch.Generator().manual_seed(self.seed + epoch)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=True, generator=generator)
+        sampler = EpochShuffle(len(dataset), self.seed, self._epoch)
+        # the loader's own generator only feeds worker seeds (none here); it keeps the global RNG untouched
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, generator=torch.Generator().manual_seed(self.seed))

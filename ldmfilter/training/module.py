@@ -66,6 +66,13 @@ class LDMTrainingModule(L.LightningModule):
     probe : ProbeData, optional
     seed : int
         Seed of the objective's own randomness (kNN subsampling).
+    run : dict, optional
+        A description of the training run (data size, batches, seed, epochs) stored in
+        checkpoints, which a resumed run must match (see :mod:`~ldmfilter.training.checkpoints`).
+
+    Checkpoints hold, besides Lightning's weights, optimiser and scheduler state, the objective's
+    generator, the loss and probe histories, the training time so far and ``run``, so that a run
+    resumed from the checkpoint of epoch ``k`` continues exactly as the uninterrupted one.
     """
 
     def __init__(
@@ -80,6 +87,7 @@ class LDMTrainingModule(L.LightningModule):
         max_radius: float = 1.02,
         probe: ProbeData | None = None,
         seed: int = 0,
+        run: dict | None = None,
     ):
         super().__init__()
         self.model = model
@@ -89,7 +97,8 @@ class LDMTrainingModule(L.LightningModule):
         self.probe = probe
         self.generator = torch.Generator().manual_seed(int(seed))
         self.loss_history: list[float] = []
-        self._started, self._probe_seconds = None, 0.0
+        self.run = dict(run or {})
+        self._started, self._probe_seconds, self._seconds_before = None, 0.0, 0.0
 
     def configure_optimizers(self):
         groups = [
@@ -107,8 +116,27 @@ class LDMTrainingModule(L.LightningModule):
 
     @property
     def training_seconds(self) -> float:
-        """Seconds since the start of ``fit``, without the probes' own time."""
-        return time.perf_counter() - self._started - self._probe_seconds
+        """Seconds since the start of ``fit`` (plus those before a resumed checkpoint), without the probes' own time."""
+        return self._seconds_before + time.perf_counter() - self._started - self._probe_seconds
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Store the run's own state: generator, histories, time so far and the run's description."""
+        checkpoint["ldmfilter"] = {
+            "generator": self.generator.get_state(),
+            "loss_history": list(self.loss_history),
+            "probe_history": [] if self.probe is None else [list(entry) for entry in self.probe.history],
+            "training_seconds": self.training_seconds if self._started is not None else self._seconds_before,
+            "run": dict(self.run),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Restore what :meth:`on_save_checkpoint` stored (Lightning restores weights and optimiser)."""
+        state = checkpoint["ldmfilter"]
+        self.generator.set_state(state["generator"])
+        self.loss_history = [float(v) for v in state["loss_history"]]
+        if self.probe is not None:
+            self.probe.history = [(int(e), int(s), float(t), float(r)) for e, s, t, r in state["probe_history"]]
+        self._seconds_before = float(state["training_seconds"])
 
     def training_step(self, batch, batch_idx):
         x, mask, *controls = batch  # (x, mask) or (x, mask, u)
@@ -130,6 +158,6 @@ class LDMTrainingModule(L.LightningModule):
             train = self.model(p.train_x.to(self.device), _to(p.train_mask, self.device)).features
             test = self.model(p.test_x.to(self.device), _to(p.test_mask, self.device)).features
         r2 = linear_probe_r2(train.cpu(), p.train_y, test.cpu(), p.test_y)
-        p.history.append((self.current_epoch, self.global_step, begin - self._started - self._probe_seconds, r2))
+        p.history.append((self.current_epoch, self.global_step, self._seconds_before + begin - self._started - self._probe_seconds, r2))
         self._probe_seconds += time.perf_counter() - begin
         self.log("probe_r2", r2, prog_bar=True)

@@ -44,6 +44,7 @@ from ldmfilter.training.objectives import ldm_loss
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import lorenz as lorenz_benchmark  # noqa: E402  (the suite's Lorenz-63 data and LDMFilter recipe)
 import pendulum_video as pendulum_benchmark  # noqa: E402  (its LDMFilter recipe)
+from pendulum_video import _fmt  # noqa: E402  (mean ± sd over seeds)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RULES = ("linearize", "unscented", "cubature")
@@ -323,12 +324,6 @@ def render_forecast(per_seed: dict, settings: Settings) -> str:
 
 
 # --------------------------------------------------------------------------- output
-
-
-def _fmt(values, digits: int = 3) -> str:
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
 
 
 def write_section(path: Path, part: str, text: str) -> None:

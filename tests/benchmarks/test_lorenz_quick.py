@@ -1,25 +1,11 @@
 """The Lorenz-63 benchmark at its --quick settings (slow): every method runs and the oracle wins."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "lorenz.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("lorenz_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
-def test_quick_lorenz_benchmark_runs():
-    results = _load_script().main(["--quick", "--no-write"])
+def test_quick_lorenz_benchmark_runs(load_benchmark):
+    results = load_benchmark("lorenz").main(["--quick", "--no-write"])
     assert len(results) == 2
     for level, rows in results.items():
         floor = rows["observations (no filter)"][0]

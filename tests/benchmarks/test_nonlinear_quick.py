@@ -1,26 +1,13 @@
 """The nonlinear-predictor benchmark at its --quick settings (slow): every part runs and reports finite scores."""
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "nonlinear.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("nonlinear_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.mark.slow
-def test_quick_nonlinear_benchmark_runs():
-    module = _load_script()
+def test_quick_nonlinear_benchmark_runs(load_benchmark):
+    module = load_benchmark("nonlinear")
     results = module.main(["--quick", "--seeds", "0", "--no-write"])
     assert set(results) == {"cost", "wobbly", "forecast"}
     for rows in results["cost"].values():

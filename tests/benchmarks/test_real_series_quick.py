@@ -1,27 +1,15 @@
 """The real-series forecasting benchmark at its --quick settings (slow): data load offline, every method scores."""
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("statsmodels")
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "real_series.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("real_series_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
-def test_quick_real_series_benchmark_runs():
-    out = _load_script().main(["--quick", "--no-write"])
+def test_quick_real_series_benchmark_runs(load_benchmark):
+    out = load_benchmark("real_series").main(["--quick", "--no-write"])
     assert not out["skipped"]  # the quick datasets ship inside statsmodels: no download
     assert set(out["evaluated"]) == {"nile", "co2", "macrodata"}
     for name, evaluated in out["evaluated"].items():

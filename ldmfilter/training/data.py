@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Callable
 
 import lightning as L
@@ -56,11 +57,20 @@ class SequenceWindows(Dataset):
 class EpochShuffle(Sampler):
     """A random order of ``n`` items that depends only on ``seed`` and the epoch being trained.
 
-    Iterated in epoch ``e`` (``epoch()`` at that time), it yields ``randperm(n)`` of a generator
-    seeded ``seed + e`` after one 64-bit draw (the draw a ``DataLoader`` takes from the generator
-    it shares with a ``RandomSampler``: epoch 0 keeps the order of that pairing).  The order does
-    not depend on how often or when the loader was built or iterated before, which Lightning
-    varies between a fresh and a resumed run.
+    Iterated in epoch ``e`` (``epoch()`` at that time), it orders the items by ``randperm(n)`` of
+    a generator seeded ``seed + e`` after one 64-bit draw (the draw a ``DataLoader`` takes from
+    the generator it shares with a ``RandomSampler``: epoch 0 keeps the order of that pairing).
+    The order does not depend on how often or when the loader was built or iterated before,
+    which Lightning varies between a fresh and a resumed run.
+
+    With ``num_replicas`` processes (distributed training), every process draws the same order
+    and cuts it into global batches of ``batch_size`` items; process ``rank`` yields the
+    ``rank``-th of ``num_replicas`` equal slices of each global batch, so that a loader of
+    ``batch_size // num_replicas`` on every process serves, step by step, exactly the items of
+    the single-process loader of ``batch_size``.  A last global batch whose size is not a
+    multiple of ``num_replicas`` is completed with items from the start of the epoch's order
+    (as torch's ``DistributedSampler`` does), so that every process runs the same number of
+    steps on equal batches.
 
     Parameters
     ----------
@@ -68,28 +78,62 @@ class EpochShuffle(Sampler):
     seed : int
     epoch : callable
         ``() -> int``, the current epoch.
+    batch_size : int, optional
+        The global batch size; needed when ``num_replicas > 1`` and a multiple of it.
+    num_replicas, rank : int
+        Number of processes and this process's rank (default: one process).
     """
 
-    def __init__(self, n: int, seed: int, epoch: Callable[[], int]):
+    def __init__(self, n: int, seed: int, epoch: Callable[[], int], batch_size: int | None = None, num_replicas: int = 1, rank: int = 0):
         self.n, self.seed, self.epoch = int(n), int(seed), epoch
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
+        if not 0 <= self.rank < self.num_replicas:
+            raise ValueError(f"rank must lie in [0, num_replicas={self.num_replicas}), got {rank}")
+        self.batch_size = self.n if batch_size is None else int(batch_size)
+        if self.num_replicas > 1 and (batch_size is None or self.batch_size % self.num_replicas):
+            raise ValueError(
+                f"batch_size={batch_size} must be a multiple of the number of processes ({self.num_replicas}): "
+                "it is the global batch, split evenly across them"
+            )
+
+    def _shares(self) -> list[int]:
+        """Items this process takes from each global batch."""
+        full, last = divmod(self.n, self.batch_size)
+        sizes = [self.batch_size] * full + ([last] if last else [])
+        return [-(-size // self.num_replicas) for size in sizes]
 
     def __len__(self) -> int:
-        return self.n
+        return sum(self._shares())
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed + int(self.epoch()))
         torch.empty((), dtype=torch.int64).random_(generator=generator)
-        return iter(torch.randperm(self.n, generator=generator).tolist())
+        order = torch.randperm(self.n, generator=generator).tolist()
+        if self.num_replicas == 1:
+            return iter(order)
+        mine = []
+        for k, share in enumerate(self._shares()):
+            batch = order[k * self.batch_size : (k + 1) * self.batch_size]
+            batch += list(itertools.islice(itertools.cycle(order), share * self.num_replicas - len(batch)))  # complete a ragged last batch
+            mine += batch[self.rank * share : (self.rank + 1) * share]
+        return iter(mine)
 
 
 class SequenceDataModule(L.LightningDataModule):
     """Serves shuffled mini-batches of windows; optionally new training data every epoch.
+
+    Under distributed training (Lightning's DDP), ``batch_size`` stays the global batch: each of
+    the ``N`` processes loads ``batch_size / N`` windows per step, the slices of one global batch
+    (:class:`EpochShuffle`), so that ``N`` processes take the same optimiser steps on the same
+    batches as one process.  The Trainer must not add its own distributed sampler
+    (``use_distributed_sampler=False``).
 
     Parameters
     ----------
     sequences : Tensor, shape (n, T, *obs_shape)
     mask : Tensor of bool, shape (n, T), optional
     batch_size : int
+        The global batch size (a multiple of the number of processes).
     window, stride : int, optional
         See :class:`SequenceWindows`.
     epoch_data : callable, optional
@@ -102,11 +146,15 @@ class SequenceDataModule(L.LightningDataModule):
         resumed from a checkpoint shuffles its later epochs exactly as the uninterrupted run.
     controls : Tensor, shape (n, T, U), optional
         Control inputs of the sequences (the same every epoch).
+    windows : Dataset, optional
+        The training windows themselves, served instead of those of ``sequences`` (items like
+        :class:`SequenceWindows`'), e.g. windows read from disk; then ``sequences`` is ignored
+        and ``epoch_data`` is not allowed.
     """
 
     def __init__(
         self,
-        sequences: torch.Tensor,
+        sequences: torch.Tensor | None,
         mask: torch.Tensor | None = None,
         batch_size: int = 8,
         window=None,
@@ -114,19 +162,28 @@ class SequenceDataModule(L.LightningDataModule):
         epoch_data: Callable[[int], tuple] | None = None,
         seed: int = 0,
         controls: torch.Tensor | None = None,
+        windows: Dataset | None = None,
     ):
         super().__init__()
-        self.sequences, self.mask, self.controls = sequences, mask, controls
+        if windows is not None and epoch_data is not None:
+            raise ValueError("epoch_data cannot be combined with windows given as a dataset")
+        self.sequences, self.mask, self.controls, self.windows = sequences, mask, controls, windows
         self.batch_size, self.window, self.stride = int(batch_size), window, stride
         self.epoch_data, self.seed = epoch_data, int(seed)
 
     def _epoch(self) -> int:
         return self.trainer.current_epoch if self.trainer is not None else 0
 
-    def train_dataloader(self) -> DataLoader:
+    def _dataset(self) -> Dataset:
+        if self.windows is not None:
+            return self.windows
         epoch = self._epoch()
         sequences, mask = (self.sequences, self.mask) if self.epoch_data is None or epoch == 0 else self.epoch_data(epoch)
-        dataset = SequenceWindows(sequences, mask, self.window, self.stride, self.controls)
-        sampler = EpochShuffle(len(dataset), self.seed, self._epoch)
+        return SequenceWindows(sequences, mask, self.window, self.stride, self.controls)
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self._dataset()
+        processes, rank = (1, 0) if self.trainer is None else (self.trainer.world_size, self.trainer.global_rank)
+        sampler = EpochShuffle(len(dataset), self.seed, self._epoch, self.batch_size, processes, rank)
         # the loader's own generator only feeds worker seeds (none here); it keeps the global RNG untouched
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, generator=torch.Generator().manual_seed(self.seed))
+        return DataLoader(dataset, batch_size=self.batch_size // processes, sampler=sampler, generator=torch.Generator().manual_seed(self.seed))

@@ -86,7 +86,7 @@ def test_data_module_serves_epoch_data_from_epoch_one():
 
     dm = SequenceDataModule(seqs, batch_size=2, epoch_data=epoch_data, seed=0)
     for epoch in range(4):
-        dm.trainer = SimpleNamespace(current_epoch=epoch)
+        dm.trainer = SimpleNamespace(current_epoch=epoch, world_size=1, global_rank=0)
         batches = list(dm.train_dataloader())
         assert len(batches) == 2
         values = torch.cat([b[0] for b in batches])
@@ -100,7 +100,7 @@ def test_data_module_shuffles_reproducibly_per_epoch():
 
     def order(seed, epoch):
         dm = SequenceDataModule(seqs, batch_size=16, seed=seed)
-        dm.trainer = SimpleNamespace(current_epoch=epoch)
+        dm.trainer = SimpleNamespace(current_epoch=epoch, world_size=1, global_rank=0)
         (x, _), = list(dm.train_dataloader())
         return x[:, 0, 0].tolist()
 

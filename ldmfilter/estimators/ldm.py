@@ -17,6 +17,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 
 from ..gaussian import MOMENT_RULES, kalman_forecast, nonlinear_forecast, nonlinear_smoother
 from ..io import InputSchema, as_sequences, to_sequences
@@ -129,6 +130,9 @@ class LDMFilter(StateSpaceEstimator):
         Passes over the training windows.  None: 20, or more when the data are few, so that
         training makes at least ``MIN_UPDATES`` optimiser steps.
     batch_size : int
+        Windows per optimiser step.  Under distributed training it stays the global batch, split
+        evenly across the processes (so it must be a multiple of their number), and ``N``
+        processes take the same steps as one.
     learning_rate : float
         Encoder learning rate (the paper: 0.005 · 8 / 256); the predictor (and the residual MLP
         of ``dynamics="mlp"``) learns ×100 faster, a noise head ×0.03 (``lr_multipliers``
@@ -155,7 +159,11 @@ class LDMFilter(StateSpaceEstimator):
     verbose : bool
         Progress bar and model summary.
     trainer_kwargs : dict, optional
-        Merged into the Lightning Trainer's arguments.
+        Merged into the Lightning Trainer's arguments.  ``{"strategy": "ddp", "devices": N,
+        "num_nodes": M}`` trains on ``N × M`` processes (gloo on CPU, NCCL on GPU) when every
+        process runs the script (``python script.py`` launches the other local processes itself;
+        ``torchrun`` or ``srun`` for several nodes): see ``docs/distributed.md``.  Spawned or
+        forked strategies (``ddp_spawn``, ``ddp_notebook``) are refused.
     """
 
     def __init__(
@@ -278,8 +286,11 @@ class LDMFilter(StateSpaceEstimator):
             enable_model_summary=self.verbose,
             num_sanity_val_steps=0,
             reload_dataloaders_every_n_epochs=1 if reload_every_epoch else 0,
+            use_distributed_sampler=False,  # the data module shards each global batch itself (EpochShuffle)
         )
         options.update(self.trainer_kwargs or {})
+        if options["use_distributed_sampler"]:
+            raise ValueError("trainer_kwargs: use_distributed_sampler=True is not supported; LDMFilter shards its batches itself")
         if checkpoint_dir is not None:  # every epoch to checkpoint_dir/last.ckpt, written atomically
             callbacks = options.get("callbacks") or []
             callbacks = [callbacks] if isinstance(callbacks, L.Callback) else list(callbacks)
@@ -288,9 +299,25 @@ class LDMFilter(StateSpaceEstimator):
             options.update(enable_checkpointing=True, callbacks=callbacks + [checkpoint_callback(checkpoint_dir)],
                            plugins=plugins + [AtomicCheckpointIO()])
         try:
-            return L.Trainer(**options)
+            trainer = L.Trainer(**options)
         except MisconfigurationException as error:
             raise ValueError(f"trainer_kwargs: {error}") from None
+        self._check_distributed(trainer)
+        return trainer
+
+    def _check_distributed(self, trainer: L.Trainer) -> None:
+        """Refuse distributed set-ups that ``fit`` cannot serve (see ``docs/distributed.md``)."""
+        if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+            raise ValueError(
+                "trainer_kwargs: strategies that train in spawned or forked child processes (ddp_spawn, ddp_fork, "
+                "ddp_notebook) are not supported: the fitted model would stay in the children. Use strategy='ddp' "
+                "from a script (python script.py, torchrun or srun), where every process runs fit"
+            )
+        if trainer.world_size > 1 and self.batch_size % trainer.world_size:
+            raise ValueError(
+                f"batch_size={self.batch_size} must be a multiple of the number of processes ({trainer.world_size}): "
+                "it is the global batch, split evenly across the processes"
+            )
 
     @contextlib.contextmanager
     def _quiet(self):
@@ -298,9 +325,10 @@ class LDMFilter(StateSpaceEstimator):
         if self.verbose:
             yield
             return
-        logger = logging.getLogger("lightning.pytorch")
-        level = logger.level
-        logger.setLevel(logging.WARNING)
+        loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+        levels = [logger.level for logger in loggers]
+        for logger in loggers:
+            logger.setLevel(logging.WARNING)
         try:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=".*treespec.*")
@@ -308,7 +336,8 @@ class LDMFilter(StateSpaceEstimator):
                 warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
                 yield
         finally:
-            logger.setLevel(level)
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
 
     # ------------------------------------------------------------------ conversion
     def _to_tensor(self, values: np.ndarray, name: str = "X") -> torch.Tensor:

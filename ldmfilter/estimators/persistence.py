@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ..atomic import atomic_torch_save
+from ..training.distributed import process_rank
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "checksum", "ESTIMATORS", "BUILTIN_ESTIMATORS", "register_estimator", "estimator_class", "save_model", "load_model"]
 
@@ -161,6 +162,11 @@ def _as_path(path, what: str) -> Path:
 def save_model(estimator, path) -> Path:
     """Write a fitted estimator to ``path`` atomically; returns the path.
 
+    In a distributed run (a torch.distributed process group is running, e.g. after a DDP
+    ``fit``) only the process of global rank 0 writes; the others check their arguments the
+    same way and return the path without writing (synchronise, e.g. with
+    ``torch.distributed.barrier()``, before other processes read the file).
+
     Raises
     ------
     TypeError
@@ -182,6 +188,8 @@ def save_model(estimator, path) -> Path:
     if not path.parent.is_dir():
         raise FileNotFoundError(f"the folder {str(path.parent)!r} of the model file does not exist")
     params, param_tensors = _hyper_parameters(estimator)
+    if process_rank() != 0:
+        return path
     derived = set(getattr(estimator, "_derived_readouts", ()))
     state_dict = estimator._state_dict() if hasattr(estimator, "_state_dict") else estimator.model_.state_dict()
     payload = {

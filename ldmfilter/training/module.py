@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import lightning as L
 import torch
 
+from .distributed import gather_batch
 from .objectives import ldm_loss
 from .probes import linear_probe_r2
 from .schedules import make_schedule
@@ -69,6 +70,11 @@ class LDMTrainingModule(L.LightningModule):
     run : dict, optional
         A description of the training run (data size, batches, seed, epochs) stored in
         checkpoints, which a resumed run must match (see :mod:`~ldmfilter.training.checkpoints`).
+
+    Under distributed training (Lightning's DDP) each process trains on its slice of every
+    global batch; the entropy estimators see the global batch (:func:`~.distributed.gather_batch`,
+    all-gathered with gradients), and ``loss_history`` holds the global batch's loss, the same
+    on every process.
 
     Checkpoints hold, besides Lightning's weights, optimiser and scheduler state, the objective's
     generator, the loss and probe histories, the training time so far and ``run``, so that a run
@@ -142,9 +148,12 @@ class LDMTrainingModule(L.LightningModule):
         x, mask, *controls = batch  # (x, mask) or (x, mask, u)
         inputs = {"controls": controls[0]} if controls else {}
         output = self.model(x, None if bool(mask.all()) else mask, **inputs)
-        loss = ldm_loss(output, self.objective, self.entropy_weight, self.generator)
-        self.loss_history.append(float(loss.detach()))
-        self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=x.shape[0])
+        distributed = self.trainer.world_size > 1
+        loss = ldm_loss(output, self.objective, self.entropy_weight, self.generator, gather_batch if distributed else None)
+        # the global batch's loss: the mean over processes of their (equal) slices' losses
+        reported = self.trainer.strategy.reduce(loss.detach(), reduce_op="mean") if distributed else loss.detach()
+        self.loss_history.append(float(reported))
+        self.log("loss", reported, prog_bar=True, on_step=True, on_epoch=False, batch_size=x.shape[0])
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
@@ -160,4 +169,4 @@ class LDMTrainingModule(L.LightningModule):
         r2 = linear_probe_r2(train.cpu(), p.train_y, test.cpu(), p.test_y)
         p.history.append((self.current_epoch, self.global_step, self._seconds_before + begin - self._started - self._probe_seconds, r2))
         self._probe_seconds += time.perf_counter() - begin
-        self.log("probe_r2", r2, prog_bar=True)
+        self.log("probe_r2", r2, prog_bar=True, rank_zero_only=True)  # the same on every process

@@ -1,0 +1,44 @@
+"""Fits run by tests/training/test_distributed.py on 2 CPU processes (Lightning DDP, gloo).
+
+``python ddp_fit_script.py OUT`` starts the second process itself (Lightning re-runs this
+script).  Every process fits; each saves its model to ``OUT/<case>.ldm`` (only rank 0 may
+write it) and to ``OUT/<case>-rank<r>.ldm`` (a file only rank 0 may create), and rank 0 writes
+the loss histories to ``OUT/<case>-loss.npy``.
+"""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch.distributed as dist
+
+from ldmfilter import LDMFilter
+
+CASES = {  # hyper-parameters beside the shared ones, per case
+    "stopgrad": {"objective": "stopgrad"},
+    "knn": {"objective": "knn"},
+}
+SHARED = {"state_dim": 4, "latent_dim": 2, "max_epochs": 2, "batch_size": 8, "dtype": "float64", "verbose": False}
+
+
+def data() -> np.ndarray:
+    """32 random-walk series of 20 steps × 6 channels, with some missing frames."""
+    X = np.random.default_rng(0).normal(size=(32, 20, 6)).cumsum(1) * 0.1
+    X[3, 5:8] = np.nan
+    return X
+
+
+def main(out: Path) -> None:
+    X = data()
+    for case, params in CASES.items():
+        ddp = {"strategy": "ddp", "devices": 2, "accelerator": "cpu"}
+        model = LDMFilter(**SHARED, **params, trainer_kwargs=ddp).fit(X, checkpoint_dir=out / f"{case}-checkpoints")
+        rank = dist.get_rank()
+        model.save(out / f"{case}.ldm")
+        model.save(out / f"{case}-rank{rank}.ldm")
+        if rank == 0:
+            np.save(out / f"{case}-loss.npy", np.asarray(model.loss_history_))
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

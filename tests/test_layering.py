@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-HEAVY = ("lightning", "pandas", "xarray", "matplotlib")
+HEAVY = ("lightning", "pandas", "xarray", "matplotlib", "dask", "zarr")
 
 
 def _loaded_after_import(module: str) -> set[str]:
@@ -25,3 +25,8 @@ def test_lower_layers_do_not_import_heavy_packages(module):
 
 def test_training_layer_is_where_lightning_lives():
     assert "lightning" in _loaded_after_import("ldmfilter.training.module")
+
+
+def test_dask_and_zarr_wait_for_data_left_on_disk():
+    """Only an out-of-core DataArray (already dask- or file-backed) brings them in, never the estimators."""
+    assert not _loaded_after_import("ldmfilter.estimators") & {"dask", "zarr"}

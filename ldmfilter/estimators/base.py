@@ -93,7 +93,7 @@ class StateSpaceEstimator(ControlInputs, ABC):
         for i, (a, b) in enumerate(zip(mine.grids, theirs.grids)):
             if a is not None and b is not None and not a.same_as(b):
                 raise ValueError(f"{name} series {mine.series[i]!r} has a different time index from X's")
-        values = np.full(sequences.values.shape[:2] + schema.obs_shape, np.nan)
+        values = np.full(sequences.observed.shape + schema.obs_shape, np.nan)
         for i in range(mine.n_series):
             values[i, mine.positions(i)] = targets.values[i, theirs.positions(i)]
         names = schema.feature_names or tuple(f"{prefix}_{k}" for k in range(schema.obs_shape[0]))

@@ -22,6 +22,8 @@ from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from ..gaussian import MOMENT_RULES, kalman_forecast, nonlinear_forecast, nonlinear_smoother
 from ..io import InputSchema, as_sequences, to_sequences
 from ..io.controls import control_names_of
+from ..io.disk_array import is_out_of_core
+from ..io.disk_input import open_disk
 from ..nn import (
     DYNAMICS,
     ConvEncoder,
@@ -34,9 +36,11 @@ from ..nn import (
 from ..nn.normalization import Standardizer
 from ..training.checkpoints import AtomicCheckpointIO, check_resume, checkpoint_callback
 from ..training.data import SequenceDataModule, SequenceWindows
+from ..training.disk_windows import DiskWindows
 from ..training.module import DEFAULT_LR_MULTIPLIERS, LDMTrainingModule, ProbeData
 from ..training.objectives import OBJECTIVES
 from .base import StateSpaceEstimator
+from .ldm_disk import check_disk_frames, check_disk_options, disk_normalizer, fit_disk_readouts
 from .persistence import save_model
 from .stream import FilterStream
 
@@ -415,6 +419,10 @@ class LDMFilter(StateSpaceEstimator):
             (rows = time, columns = channels), a list of them or a long table indexed by
             (series, time); an xarray DataArray with a ``time`` dim.  NaN marks missing values;
             an irregular time index puts the series on its regular grid with missing steps.
+            A DataArray whose values are not in memory (dask-backed, e.g. ``xr.open_zarr(path)[name]``,
+            or lazily read from a file) is never loaded whole: it is scanned once, training windows
+            are read from disk when served, and the read-outs are fitted slab by slab (see
+            ``docs/out_of_core.md``; not with ``epoch_data`` or ``readout="mlp"``).
         targets : like ``X``, optional
             Quantities to read out of the state (e.g. positions): a read-out is fitted on the
             detached filtered states, and ``filter``/``smooth``/``forecast`` return their beliefs.
@@ -468,7 +476,13 @@ class LDMFilter(StateSpaceEstimator):
         if checkpoint_dir is not None and Path(checkpoint_dir).is_file():
             raise ValueError(f"checkpoint_dir {str(checkpoint_dir)!r} is a file; give a folder")
         X, controls = self._split_controls(X, controls)
-        sequences, schema = to_sequences(X, "X", None, min_steps=2)
+        on_disk = is_out_of_core(X)
+        if on_disk:
+            check_disk_options(epoch_data, readout, self.predictor)
+            sequences, schema = open_disk(X, "X", min_steps=2, cast=np.dtype(self.dtype))
+            check_disk_frames(sequences, self.predictor)
+        else:
+            sequences, schema = to_sequences(X, "X", None, min_steps=2)
         L.seed_everything(self.random_state, workers=True, verbose=False)
         self.schema_ = schema
         self.readouts_ = {}
@@ -479,8 +493,14 @@ class LDMFilter(StateSpaceEstimator):
             names = self._control_schema_names(controls, sequences)
             self.schema_ = schema = dataclasses.replace(schema, control_names=names)
             u = self._to_tensor(self._grid_controls(controls, sequences), "controls")
-        x, mask = self._to_tensor(sequences.values), torch.as_tensor(sequences.observed)
-        normalizer = Standardizer.fit(x, len(schema.obs_shape), self.normalize, mask)
+        mask = torch.as_tensor(sequences.observed)
+        if on_disk:
+            shape = sequences.shape
+            normalizer = disk_normalizer(sequences, len(schema.obs_shape), self.normalize, DTYPES[self.dtype], self.dtype)
+        else:
+            x = self._to_tensor(sequences.values)
+            shape = x.shape
+            normalizer = Standardizer.fit(x, len(schema.obs_shape), self.normalize, mask)
         control_dim = 0 if u is None else u.shape[-1]
         self.model_ = self._build_model(schema.obs_shape, normalizer, control_dim).to(DTYPES[self.dtype])
 
@@ -488,17 +508,22 @@ class LDMFilter(StateSpaceEstimator):
             vals, obs, _ = as_sequences(array, "epoch_data(epoch)", schema.obs_shape)
             return self._to_tensor(vals, "epoch_data(epoch)"), torch.as_tensor(obs)
 
-        window, stride, epochs = self._training_plan(x.shape[0], x.shape[1])
-        data = SequenceDataModule(
-            x,
-            mask,
-            self.batch_size,
-            window,
-            stride,
-            epoch_data=None if epoch_data is None else (lambda epoch: checked(epoch_data(epoch))),
-            seed=self.random_state,
-            controls=u,
-        )
+        window, stride, epochs = self._training_plan(shape[0], shape[1])
+        if on_disk:
+            windows = DiskWindows(sequences.array.read_window, mask, window, stride, DTYPES[self.dtype], u)
+            data = SequenceDataModule(None, batch_size=self.batch_size, seed=self.random_state, windows=windows)
+        else:
+            windows = SequenceWindows(x, mask, window, stride)
+            data = SequenceDataModule(
+                x,
+                mask,
+                self.batch_size,
+                window,
+                stride,
+                epoch_data=None if epoch_data is None else (lambda epoch: checked(epoch_data(epoch))),
+                seed=self.random_state,
+                controls=u,
+            )
         self.module_ = LDMTrainingModule(
             self.model_,
             objective=self.objective,
@@ -509,7 +534,7 @@ class LDMFilter(StateSpaceEstimator):
             entropy_weight=self.entropy_weight,
             probe=self._probe_data(probe, u is not None),
             seed=self.random_state,
-            run={"data": list(x.shape), "windows": len(SequenceWindows(x, mask, window, stride)), "window": window,
+            run={"data": list(shape), "windows": len(windows), "window": window,
                  "stride": stride, "batch_size": int(self.batch_size), "seed": int(self.random_state), "epochs": epochs},
         )
         resume = None if resume_from is None else check_resume(resume_from, self.module_, self.module_.run)
@@ -526,7 +551,9 @@ class LDMFilter(StateSpaceEstimator):
         self.loss_history_ = list(self.module_.loss_history)
         self.training_seconds_ = self.module_.training_seconds
         self.probe_history_ = [] if probe is None else list(self.module_.probe.history)
-        if self.predictor == "kalman":
+        if self.predictor == "kalman" and on_disk:
+            fit_disk_readouts(self, sequences, u, targets)
+        elif self.predictor == "kalman":
             grid = self._filter_grid(sequences.values, sequences.observed, None if u is None else u.numpy())
             self._fit_readout("observations", grid, sequences.values, readout, {})
             if targets is not None:

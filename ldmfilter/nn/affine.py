@@ -9,7 +9,8 @@ projections ``Qᵀ y``:
 :func:`reduce_affine` makes that pass over the ``(N, D)`` targets once, in row blocks of bounded
 size; each penalty is then a ``(2F − 1) × F`` problem (``F`` = features + 1) with the singular
 values, hence the rank cut-off, of the full one (:func:`solve_affine`), and the residual sums of
-squares follow without forming residuals (:func:`residual_moments`).
+squares follow without forming residuals (:func:`residual_moments`).  :func:`reduce_affine_streamed`
+makes the same passes over targets read block by block (data larger than memory).
 
 Targets may hold NaN (missing).  Rows whose targets are all NaN are left out; when the pattern
 differs between columns, the columns that share the same observed rows are reduced together.
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["fit_affine", "AffineProblem", "reduce_affine", "solve_affine", "residual_moments", "CHUNK_BYTES"]
+__all__ = ["fit_affine", "AffineProblem", "reduce_affine", "reduce_affine_streamed", "solve_affine", "residual_moments", "CHUNK_BYTES"]
 
 CHUNK_BYTES = 64 * 2**20  # bound on the row blocks of targets touched at once
 
@@ -65,11 +66,17 @@ class AffineProblem:
         return self.counts.shape[0]
 
 
+def _factor(design: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Thin QR of the design rows ``rows`` (None: all), with ``Q`` on all rows (zero on the left-out ones)."""
+    q, factor = torch.linalg.qr(design if rows is None else design[rows])
+    if rows is not None:
+        q = torch.zeros(design.shape[0], q.shape[1], dtype=q.dtype).index_copy_(0, rows.nonzero().squeeze(1), q)
+    return q, factor
+
+
 def _reduce_block(design, y, rows, columns, cross: bool, fill: bool, chunk_bytes: int) -> _Block:
     """QR of the design rows ``rows`` (None: all) and two row-blocked passes over ``y[:, columns]``."""
-    q, factor = torch.linalg.qr(design if rows is None else design[rows])
-    if rows is not None:  # Q on all rows, exactly zero on the left-out ones
-        q = torch.zeros(design.shape[0], q.shape[1], dtype=q.dtype).index_copy_(0, rows.nonzero().squeeze(1), q)
+    q, factor = _factor(design, rows)
     width = y.shape[1] if columns is None else columns.numel()
     step = max(1, chunk_bytes // (width * y.element_size()))
 
@@ -81,18 +88,23 @@ def _reduce_block(design, y, rows, columns, cross: bool, fill: bool, chunk_bytes
                 values = torch.where(torch.isnan(values), torch.zeros((), dtype=values.dtype), values)
             yield q[start : start + step], values
 
-    projected = torch.zeros(q.shape[1], width, dtype=y.dtype)
+    n_rows = design.shape[0] if rows is None else int(rows.sum())
+    return _Block(columns, n_rows, factor, *_project(q, pieces, width, cross))
+
+
+def _project(q: torch.Tensor, pieces, width: int, cross: bool):
+    """``Qᵀ y``, then the residual sums of ``(I − Q Qᵀ) y``: two passes over ``pieces() → (Q rows, y rows)``."""
+    projected = torch.zeros(q.shape[1], width, dtype=torch.float64)
     for q_rows, values in pieces():
         projected += q_rows.mT @ values  # Qᵀ y
-    residual_ss = torch.zeros(width, dtype=y.dtype)
-    residual_cross = torch.zeros(width, width, dtype=y.dtype) if cross else None
+    residual_ss = torch.zeros(width, dtype=torch.float64)
+    residual_cross = torch.zeros(width, width, dtype=torch.float64) if cross else None
     for q_rows, values in pieces():
         residual = values - q_rows @ projected  # (I − Q Qᵀ) y
         residual_ss += (residual**2).sum(0)
         if cross:
             residual_cross += residual.mT @ residual
-    n_rows = design.shape[0] if rows is None else int(rows.sum())
-    return _Block(columns, n_rows, factor, projected, residual_ss, residual_cross)
+    return projected, residual_ss, residual_cross
 
 
 def reduce_affine(
@@ -136,6 +148,55 @@ def reduce_affine(
             for k, pattern in enumerate(patterns)
         ]
     return AffineProblem(blocks, x.shape[1], counts, True)
+
+
+def reduce_affine_streamed(
+    features: torch.Tensor, read_targets, n_targets: int, present: torch.Tensor | None = None, cross: bool = False
+) -> AffineProblem:
+    """:func:`reduce_affine` with the targets read in blocks, never all at once.
+
+    The design ``[x 1]`` (``N × F``, small) is factorised in memory; the targets are read twice
+    (for ``Qᵀ y``, then for the residual sums), one block of rows at a time.  Every row's
+    targets are observed or missing as a whole (a missing frame).
+
+    Parameters
+    ----------
+    features : Tensor, shape (*lead, F − 1)
+        ``N`` rows in all.
+    read_targets : callable
+        ``read_targets()`` → iterable of ``(rows, values)``: row indices (LongTensor (k,)) into
+        the flattened ``features`` and the targets of those rows, (k, D) float64 (NaN in missing
+        rows); together they cover every observed row once.
+    n_targets : int
+        ``D``.
+    present : Tensor of bool, shape (*lead,), optional
+        Rows whose targets are observed (None: all).
+    cross : bool
+        Also keep the residual cross-products (D × D).
+
+    Returns
+    -------
+    AffineProblem
+        As :func:`reduce_affine` returns for the same targets held in memory, up to rounding.
+    """
+    n_features = features.shape[-1]
+    design = torch.ones(features[..., 0].numel(), n_features + 1, dtype=torch.float64)  # [x 1], one allocation
+    design[:, :-1] = features.detach().reshape(-1, n_features)
+    rows = None if present is None or bool(present.all()) else present.reshape(-1)
+    q, factor = _factor(design, rows)
+    n_all = design.shape[0]
+    del design  # only Q (N × F) is kept
+
+    def pieces():
+        for index, values in read_targets():
+            if rows is not None:  # NaN only where Q is zero: their rows drop out
+                values = torch.where(torch.isnan(values), torch.zeros((), dtype=values.dtype), values)
+            yield q[index], values
+
+    n_rows = n_all if rows is None else int(rows.sum())
+    block = _Block(None, n_rows, factor, *_project(q, pieces, int(n_targets), cross))
+    counts = torch.full((int(n_targets),), float(n_rows), dtype=torch.float64)
+    return AffineProblem([block], n_features, counts, rows is not None)
 
 
 def solve_affine(problem: AffineProblem, feature_cov: torch.Tensor | None = None, penalty: float = 1.0) -> torch.Tensor:

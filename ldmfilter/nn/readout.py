@@ -15,7 +15,7 @@ from torch import nn
 
 from ..gaussian import propagate
 from ..gaussian.linalg import broadcast_compact, cholesky, quadratic_diagonal
-from .affine import fit_affine, reduce_affine, residual_moments, solve_affine
+from .affine import AffineProblem, fit_affine, reduce_affine, residual_moments, solve_affine
 from .encoders import make_mlp
 
 __all__ = ["fit_affine", "LinearReadout", "MLPReadout", "readout_from_spec", "MIN_NOISE_FRACTION", "PENALTIES"]
@@ -72,11 +72,7 @@ def _noise_from_residuals(
     """
     minimum = torch.zeros_like(sum_squares) if minimum is None else minimum
     if diagonal:
-        var = sum_squares / (counts - dof).clamp_min(1)
-        floor = torch.maximum(MIN_NOISE_FRACTION * var, minimum)
-        if propagated is not None:
-            var = var - propagated.diagonal()
-        return torch.diag(torch.maximum(var, floor))
+        return torch.diag(_diagonal_noise(sum_squares, counts, None if propagated is None else propagated.diagonal(), dof, minimum))
     noise = cross / (pair_counts - dof).clamp_min(1)
     floor = max(MIN_NOISE_FRACTION * float(noise.diagonal().min()), float(minimum.max()))
     if propagated is not None:
@@ -84,6 +80,23 @@ def _noise_from_residuals(
     values, vectors = torch.linalg.eigh(0.5 * (noise + noise.mT))
     noise = (vectors * values.clamp_min(floor)) @ vectors.mT
     return 0.5 * (noise + noise.mT)
+
+
+def _diagonal_noise(
+    sum_squares: torch.Tensor, counts: torch.Tensor, propagated: torch.Tensor | None, dof: int, minimum: torch.Tensor
+) -> torch.Tensor:
+    """The variances (D,) of a diagonal read-out noise (see :func:`_noise_from_residuals`); ``propagated``
+    holds ``diag(W P̄ Wᵀ)`` (D,)."""
+    var = sum_squares / (counts - dof).clamp_min(1)
+    floor = torch.maximum(MIN_NOISE_FRACTION * var, minimum)
+    if propagated is not None:
+        var = var - propagated
+    return torch.maximum(var, floor)
+
+
+def _marginal_score(sum_squares: torch.Tensor, counts: torch.Tensor, var: torch.Tensor) -> float:
+    """Mean marginal Gaussian NLL (up to a constant) per observed value, under variances ``var`` (D,)."""
+    return float((sum_squares / var + counts * var.log()).sum() / counts.sum())
 
 
 def _marginal_nll(
@@ -94,9 +107,8 @@ def _marginal_nll(
     The per-row mean of ``r_tᵀ cov⁻¹ r_t + log|cov|`` is ``tr(L⁻¹ C L⁻ᵀ) / n + log|cov|`` with
     ``C = Σ_t r_t r_tᵀ`` (``cross``); marginally, per observed value, from ``sum_squares``.
     """
-    var = cov.diagonal()
     if missing or cov.shape[0] > 64:
-        return float((sum_squares / var + counts * var.log()).sum() / counts.sum())
+        return _marginal_score(sum_squares, counts, cov.diagonal())
     factor = cholesky(cov, "read-out covariance W P̄ Wᵀ + Σ")
     half = torch.linalg.solve_triangular(factor, cross, upper=False)  # L⁻¹ C
     whitened = torch.linalg.solve_triangular(factor, half.mT, upper=False)  # L⁻¹ C L⁻ᵀ (C symmetric)
@@ -168,6 +180,34 @@ class LinearReadout(nn.Module):
         mean_cov = None if state_cov is None else _lead_mean(state_cov)
         D = targets.shape[-1]
         problem = reduce_affine(state_mean, targets, cross=not diagonal or D <= 64)  # one pass over the data
+        return cls.from_problem(problem, mean_cov, diagonal, lambda: _rows(state_mean, targets))
+
+    @classmethod
+    def from_problem(
+        cls, problem: AffineProblem, mean_cov: torch.Tensor | None = None, diagonal: bool = False, rows=None
+    ) -> "LinearReadout":
+        """Fit from the reduced least-squares problem (:func:`~ldmfilter.nn.affine.reduce_affine`).
+
+        The data enter only through ``problem``, so it can be accumulated block by block
+        (:func:`~ldmfilter.nn.affine.reduce_affine_streamed`) over data too large to hold.
+
+        Parameters
+        ----------
+        problem : AffineProblem
+            States ``m_t`` to targets, reduced with ``cross=True`` unless ``diagonal`` and ``D > 64``.
+        mean_cov : Tensor, shape (S, S), optional
+            Average state covariance ``P̄`` over the rows (as ``fit`` takes it from ``state_cov``).
+        diagonal : bool
+            As in :meth:`fit`.
+        rows : callable, optional
+            ``() → (states (N, S), targets (N, D))`` in float64, needed only for a full noise
+            covariance under a NaN pattern that differs between target columns.
+
+        Returns
+        -------
+        LinearReadout
+        """
+        D = problem.n_targets
         dof = problem.n_features + 1
         minimum = (torch.finfo(torch.float64).eps * _target_power(problem)).clamp_min(NOISE_FLOOR)
         best = None
@@ -175,16 +215,24 @@ class LinearReadout(nn.Module):
             coef = solve_affine(problem, mean_cov, penalty)
             weight, bias = coef[:-1].mT.contiguous(), coef[-1].clone()
             sum_squares, cross = residual_moments(problem, coef)
-            pair_counts = None if cross is None else problem.counts[0].expand(D, D)  # one block: same rows
-            if cross is None and not diagonal:  # full Σ under a NaN pattern that differs by column
-                sum_squares, cross, pair_counts = _explicit_moments(*_rows(state_mean, targets), weight, bias)
-            propagated = None if mean_cov is None else weight @ mean_cov @ weight.mT
-            noise = _noise_from_residuals(sum_squares, cross, problem.counts, pair_counts, propagated, diagonal, dof, minimum)
-            total = noise if propagated is None else propagated + noise
-            score = _marginal_nll(sum_squares, cross, problem.counts, total, problem.missing)
+            if diagonal and (problem.missing or D > 64):  # marginal scores: vectors only, no D × D temporaries
+                propagated = None if mean_cov is None else ((weight @ mean_cov) * weight).sum(-1)  # diag(W P̄ Wᵀ)
+                noise = _diagonal_noise(sum_squares, problem.counts, propagated, dof, minimum)
+                score = _marginal_score(sum_squares, problem.counts, noise if propagated is None else propagated + noise)
+            else:
+                pair_counts = None if cross is None else problem.counts[0].expand(D, D)  # one block: same rows
+                if cross is None and not diagonal:  # full Σ under a NaN pattern that differs by column
+                    if rows is None:
+                        raise ValueError("a full read-out noise covariance with targets missing in different rows needs rows=")
+                    sum_squares, cross, pair_counts = _explicit_moments(*rows(), weight, bias)
+                propagated = None if mean_cov is None else weight @ mean_cov @ weight.mT
+                noise = _noise_from_residuals(sum_squares, cross, problem.counts, pair_counts, propagated, diagonal, dof, minimum)
+                total = noise if propagated is None else propagated + noise
+                score = _marginal_nll(sum_squares, cross, problem.counts, total, problem.missing)
             if best is None or score < best[0]:
                 best = (score, weight, bias, noise)
-        return cls(*best[1:])
+        _, weight, bias, noise = best
+        return cls(weight, bias, torch.diag(noise) if noise.ndim == 1 else noise)
 
     def forward(self, mean: torch.Tensor, cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Moments of the targets: mean (*lead, D) and covariance (*lead, D, D)."""

@@ -1,0 +1,54 @@
+"""The linear read-out fitted from targets streamed in blocks equals the one fitted on targets in memory."""
+
+import pytest
+import torch
+
+from ldmfilter.nn import LinearReadout
+from ldmfilter.nn.affine import reduce_affine, reduce_affine_streamed
+from ldmfilter.nn.readout import _lead_mean
+
+f64 = torch.float64
+
+
+def _data(n=9, T=20, S=4, D=3, seed=0, missing=False):
+    g = torch.Generator().manual_seed(seed)
+    means = torch.randn(n, T, S, generator=g, dtype=f64)
+    root = 0.3 * torch.randn(n, T, S, S, generator=g, dtype=f64)
+    covs = root @ root.mT + 1e-3 * torch.eye(S, dtype=f64)
+    targets = 0.5 + means @ torch.randn(S, D, generator=g, dtype=f64) + 0.2 * torch.randn(n, T, D, generator=g, dtype=f64)
+    if missing:  # whole frames missing, as in data left on disk
+        targets[1, 3:6] = float("nan")
+        targets[4] = float("nan")
+    return means, covs, targets
+
+
+def _blocks(targets, size, seed):
+    """A reader of (row indices, rows) blocks of the flattened targets, in a shuffled order."""
+    flat = targets.reshape(-1, targets.shape[-1])
+    order = torch.randperm(flat.shape[0], generator=torch.Generator().manual_seed(seed))
+
+    def read():
+        for start in range(0, len(order), size):
+            rows = order[start : start + size]
+            yield rows, flat[rows]
+
+    return read
+
+
+@pytest.mark.parametrize("missing", [False, True])
+@pytest.mark.parametrize("D,diagonal", [(3, False), (3, True), (70, True)])
+def test_streamed_reduction_gives_the_in_memory_read_out(missing, D, diagonal):
+    means, covs, targets = _data(D=D, seed=D, missing=missing)
+    present = ~torch.isnan(targets).any(-1)
+    cross = not diagonal or D <= 64
+    streamed = reduce_affine_streamed(means, _blocks(targets, 17, D), D, present, cross)
+    loaded = reduce_affine(means, targets, cross)
+    assert streamed.missing == loaded.missing == missing
+    torch.testing.assert_close(streamed.counts, loaded.counts)
+    for state_cov in (None, covs):
+        expected = LinearReadout.fit(means, targets, state_cov, diagonal=diagonal)
+        mean_cov = None if state_cov is None else _lead_mean(state_cov)
+        fitted = LinearReadout.from_problem(streamed, mean_cov, diagonal)
+        for name in ("weight", "bias", "noise_cov"):
+            value = getattr(expected, name)
+            torch.testing.assert_close(getattr(fitted, name), value, rtol=1e-10, atol=1e-10 * float(value.abs().max()))

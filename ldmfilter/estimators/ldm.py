@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
 import inspect
-import logging
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Callable
 
 import lightning as L
 import numpy as np
 import torch
-from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 
 from ..gaussian import MOMENT_RULES, kalman_forecast, nonlinear_forecast, nonlinear_smoother
 from ..io import InputSchema, as_sequences, to_sequences
@@ -34,12 +28,13 @@ from ..nn import (
     make_noise,
 )
 from ..nn.normalization import Standardizer
-from ..training.checkpoints import AtomicCheckpointIO, check_resume, checkpoint_callback
+from ..training.checkpoints import check_resume
 from ..training.data import SequenceDataModule, SequenceWindows
 from ..training.disk_windows import DiskWindows
 from ..training.module import DEFAULT_LR_MULTIPLIERS, LDMTrainingModule, ProbeData
 from ..training.objectives import OBJECTIVES
 from .base import StateSpaceEstimator
+from .lightning_run import build_trainer, cpu_settings, quiet_lightning
 from .ldm_disk import check_disk_frames, check_disk_options, disk_normalizer, fit_disk_readouts
 from .persistence import save_model
 from .stream import FilterStream
@@ -58,32 +53,6 @@ def _is_int(value) -> bool:
 
 def _is_real(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
-
-
-def _cpu_settings(method):
-    """Run an estimator method with ``self.num_threads`` intra-op threads and denormals flushed.
-
-    Denormal floats (below ~1e-38 in float32) are computed in microcode on x86 CPUs. Training
-    produces them after a few thousand steps and slowed training down 2–6× here. Flushing them
-    to zero changes nothing measurable. Afterwards the thread count is restored and flushing is
-    switched back off (torch's default; torch offers no way to read the flag).
-    """
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        previous = torch.get_num_threads()
-        if self.num_threads is not None:
-            if not _is_int(self.num_threads) or self.num_threads < 1:
-                raise ValueError(f"num_threads must be a positive integer or None, got {self.num_threads!r}")
-            torch.set_num_threads(int(self.num_threads))
-        torch.set_flush_denormal(True)
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            torch.set_num_threads(previous)
-            torch.set_flush_denormal(False)
-
-    return wrapper
 
 
 class LDMFilter(StateSpaceEstimator):
@@ -279,70 +248,6 @@ class LDMFilter(StateSpaceEstimator):
         batches = math.ceil(windows / self.batch_size)
         return window, stride, max(DEFAULT_EPOCHS, math.ceil(MIN_UPDATES / batches))
 
-    def _trainer(self, reload_every_epoch: bool, epochs: int, checkpoint_dir=None) -> L.Trainer:
-        options = dict(
-            max_epochs=epochs,
-            accelerator="auto",
-            devices=1,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=self.verbose,
-            enable_model_summary=self.verbose,
-            num_sanity_val_steps=0,
-            reload_dataloaders_every_n_epochs=1 if reload_every_epoch else 0,
-            use_distributed_sampler=False,  # the data module shards each global batch itself (EpochShuffle)
-        )
-        options.update(self.trainer_kwargs or {})
-        if options["use_distributed_sampler"]:
-            raise ValueError("trainer_kwargs: use_distributed_sampler=True is not supported; LDMFilter shards its batches itself")
-        if checkpoint_dir is not None:  # every epoch to checkpoint_dir/last.ckpt, written atomically
-            callbacks = options.get("callbacks") or []
-            callbacks = [callbacks] if isinstance(callbacks, L.Callback) else list(callbacks)
-            plugins = options.get("plugins") or []
-            plugins = [plugins] if not isinstance(plugins, (list, tuple)) else list(plugins)
-            options.update(enable_checkpointing=True, callbacks=callbacks + [checkpoint_callback(checkpoint_dir)],
-                           plugins=plugins + [AtomicCheckpointIO()])
-        try:
-            trainer = L.Trainer(**options)
-        except MisconfigurationException as error:
-            raise ValueError(f"trainer_kwargs: {error}") from None
-        self._check_distributed(trainer)
-        return trainer
-
-    def _check_distributed(self, trainer: L.Trainer) -> None:
-        """Refuse distributed set-ups that ``fit`` cannot serve (see ``docs/distributed.md``)."""
-        if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
-            raise ValueError(
-                "trainer_kwargs: strategies that train in spawned or forked child processes (ddp_spawn, ddp_fork, "
-                "ddp_notebook) are not supported: the fitted model would stay in the children. Use strategy='ddp' "
-                "from a script (python script.py, torchrun or srun), where every process runs fit"
-            )
-        if trainer.world_size > 1 and self.batch_size % trainer.world_size:
-            raise ValueError(
-                f"batch_size={self.batch_size} must be a multiple of the number of processes ({trainer.world_size}): "
-                "it is the global batch, split evenly across the processes"
-            )
-
-    @contextlib.contextmanager
-    def _quiet(self):
-        """Silence Lightning's start-up chatter unless ``verbose``."""
-        if self.verbose:
-            yield
-            return
-        loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-        levels = [logger.level for logger in loggers]
-        for logger in loggers:
-            logger.setLevel(logging.WARNING)
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*treespec.*")
-                warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")
-                warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
-                yield
-        finally:
-            for logger, level in zip(loggers, levels):
-                logger.setLevel(level)
-
     # ------------------------------------------------------------------ conversion
     def _to_tensor(self, values: np.ndarray, name: str = "X") -> torch.Tensor:
         """``values`` in the model's dtype; ValueError where a finite value does not fit in it."""
@@ -398,7 +303,7 @@ class LDMFilter(StateSpaceEstimator):
         return save_model(self, path)
 
     # ------------------------------------------------------------------ public API
-    @_cpu_settings
+    @cpu_settings
     def fit(
         self,
         X,
@@ -538,8 +443,8 @@ class LDMFilter(StateSpaceEstimator):
                  "stride": stride, "batch_size": int(self.batch_size), "seed": int(self.random_state), "epochs": epochs},
         )
         resume = None if resume_from is None else check_resume(resume_from, self.module_, self.module_.run)
-        with self._quiet():
-            trainer = self._trainer(epoch_data is not None, epochs, checkpoint_dir)
+        with quiet_lightning(self.verbose):
+            trainer = build_trainer(self.trainer_kwargs, self.verbose, self.batch_size, epochs, epoch_data is not None, checkpoint_dir)
             options = {}
             if resume is not None:  # check_resume has read it with weights_only=True already (older Lightning lacks the option)
                 options = {"ckpt_path": resume}
@@ -578,7 +483,7 @@ class LDMFilter(StateSpaceEstimator):
         return ProbeData(x_train, torch.tensor(np.asarray(train_y)), x_test, torch.tensor(np.asarray(test_y)), mask_train, mask_test)
 
     # ------------------------------------------------------------------ state-space hooks
-    @_cpu_settings
+    @cpu_settings
     @torch.no_grad()
     def _filter_grid(self, values: np.ndarray, observed: np.ndarray, controls: np.ndarray | None = None):
         self._check_kalman("filter")
@@ -593,7 +498,7 @@ class LDMFilter(StateSpaceEstimator):
         with torch.no_grad():
             return dyn.transition_matrix(), dyn.transition_cov(), None if dyn.control_dim else dyn.transition_offset()
 
-    @_cpu_settings
+    @cpu_settings
     @torch.no_grad()
     def _smooth_grid(self, grid, controls: np.ndarray | None = None):
         dyn = self.model_.dynamics
@@ -602,7 +507,7 @@ class LDMFilter(StateSpaceEstimator):
         smoothed = nonlinear_smoother(grid, dyn, dyn.transition_cov(), self.moments, transition_inputs=self._controls_tensor(controls))
         return smoothed.smoothed_mean, smoothed.smoothed_cov
 
-    @_cpu_settings
+    @cpu_settings
     @torch.no_grad()
     def _forecast_grid(self, mean, cov, horizon: int, controls: np.ndarray | None = None):
         dyn, u = self.model_.dynamics, self._controls_tensor(controls)
@@ -629,7 +534,7 @@ class LDMFilter(StateSpaceEstimator):
         """
         return FilterStream(self, n_series)
 
-    @_cpu_settings
+    @cpu_settings
     @torch.no_grad()
     def transform(self, X) -> np.ndarray:
         """Encodings ``z_t`` at every row of ``X``: (…, T, latent_dim); NaN at missing rows."""
@@ -639,7 +544,7 @@ class LDMFilter(StateSpaceEstimator):
             z = torch.where(mask.unsqueeze(-1), z, torch.full_like(z, math.nan))
         return sequences.gather(z.numpy())
 
-    @_cpu_settings
+    @cpu_settings
     @torch.no_grad()
     def noise_variance(self, X) -> np.ndarray:
         """Pseudo-observation noise variances ``diag(R_t)`` at every row of ``X``: (…, T, latent_dim).
@@ -652,7 +557,7 @@ class LDMFilter(StateSpaceEstimator):
         R = self.model_.noise(self.model_.prepare_input(x, mask), self.model_.dynamics.log_scale).diagonal(dim1=-2, dim2=-1)
         return sequences.gather(R.expand(x.shape[:2] + R.shape[-1:]).numpy())
 
-    @_cpu_settings
+    @cpu_settings
     @torch.no_grad()
     def score(self, X, controls=None) -> float:
         """Mean one-step predictive log-likelihood of the latents per observed frame (``controls`` as in ``filter``)."""

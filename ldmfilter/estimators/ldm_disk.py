@@ -24,6 +24,7 @@ from .base import FULL_COVARIANCE_MAX_DIM, READOUTS
 
 __all__ = ["check_disk_options", "check_disk_frames", "disk_normalizer", "fit_disk_readouts"]
 
+
 def check_disk_options(epoch_data, readout: str, predictor: str) -> None:
     """ValueError for the options of ``fit`` that need the data in memory."""
     if epoch_data is not None:

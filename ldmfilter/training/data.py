@@ -9,7 +9,36 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-__all__ = ["SequenceWindows", "EpochShuffle", "SequenceDataModule"]
+__all__ = ["window_plan", "SequenceWindows", "EpochShuffle", "SequenceDataModule"]
+
+
+def window_plan(shape: tuple, window=None, stride=None, controls: torch.Tensor | None = None) -> tuple[int, int, list[int]]:
+    """Window length, stride and window starts for sequences of ``shape = (n, T)``, checked.
+
+    Parameters
+    ----------
+    shape : tuple
+        ``(n, T)``.
+    window, stride : int, optional
+        See :class:`SequenceWindows`.
+    controls : Tensor, shape (n, T, U), optional
+        Checked against ``shape``.
+
+    Raises
+    ------
+    ValueError
+        A window outside [2, T], a stride below 1, controls of another (n, T).
+    """
+    steps = shape[1]
+    window = steps if window is None else int(window)
+    stride = window if stride is None else int(stride)
+    if not 2 <= window <= steps:
+        raise ValueError(f"window must lie in [2, T={steps}], got {window}")
+    if stride < 1:
+        raise ValueError(f"stride must be at least 1, got {stride}")
+    if controls is not None and tuple(controls.shape[:2]) != tuple(shape):
+        raise ValueError(f"controls must have shape (n, T, U) = {tuple(shape)} + (U,), got {tuple(controls.shape)}")
+    return window, stride, list(range(0, steps - window + 1, stride))
 
 
 class SequenceWindows(Dataset):
@@ -29,18 +58,9 @@ class SequenceWindows(Dataset):
     """
 
     def __init__(self, sequences: torch.Tensor, mask: torch.Tensor | None = None, window=None, stride=None, controls=None):
-        steps = sequences.shape[1]
-        self.window = steps if window is None else int(window)
-        self.stride = self.window if stride is None else int(stride)
-        if not 2 <= self.window <= steps:
-            raise ValueError(f"window must lie in [2, T={steps}], got {self.window}")
-        if self.stride < 1:
-            raise ValueError(f"stride must be at least 1, got {self.stride}")
-        if controls is not None and tuple(controls.shape[:2]) != tuple(sequences.shape[:2]):
-            raise ValueError(f"controls must have shape (n, T, U) = {tuple(sequences.shape[:2])} + (U,), got {tuple(controls.shape)}")
+        self.window, self.stride, self.starts = window_plan(sequences.shape[:2], window, stride, controls)
         self.sequences, self.controls = sequences, controls
         self.mask = torch.ones(sequences.shape[:2], dtype=torch.bool) if mask is None else mask
-        self.starts = list(range(0, steps - self.window + 1, self.stride))
 
     def __len__(self) -> int:
         return self.sequences.shape[0] * len(self.starts)

@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .data import window_plan
+
 __all__ = ["DiskWindows"]
 
 
@@ -45,17 +47,8 @@ class DiskWindows(Dataset):
         dtype: torch.dtype = torch.float32,
         controls: torch.Tensor | None = None,
     ):
-        steps = mask.shape[1]
-        self.window = steps if window is None else int(window)
-        self.stride = self.window if stride is None else int(stride)
-        if not 2 <= self.window <= steps:
-            raise ValueError(f"window must lie in [2, T={steps}], got {self.window}")
-        if self.stride < 1:
-            raise ValueError(f"stride must be at least 1, got {self.stride}")
-        if controls is not None and tuple(controls.shape[:2]) != tuple(mask.shape):
-            raise ValueError(f"controls must have shape (n, T, U) = {tuple(mask.shape)} + (U,), got {tuple(controls.shape)}")
+        self.window, self.stride, self.starts = window_plan(tuple(mask.shape), window, stride, controls)
         self.read, self.mask, self.dtype, self.controls = read, mask, dtype, controls
-        self.starts = list(range(0, steps - self.window + 1, self.stride))
 
     def __len__(self) -> int:
         return self.mask.shape[0] * len(self.starts)

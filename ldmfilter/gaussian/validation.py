@@ -71,9 +71,13 @@ def check_output_size(shape: tuple, dtype: torch.dtype, what: str) -> None:
 def check_result_finite(values: torch.Tensor, name: str, time_axis: int, cause: str) -> None:
     """Raise instead of returning NaN or inf: ``values`` (…, T, …) must be finite; ``cause`` explains why not.
 
-    The error names the first step (along ``time_axis``) with a non-finite entry.
+    The error names the first step (along ``time_axis``) with a non-finite entry.  A finite sum
+    proves every entry finite (NaN and inf propagate through it) in one pass without a mask; only
+    a non-finite sum (or an overflowing one) looks at the entries.
     """
     with torch.no_grad():
+        if values.numel() == 0 or bool(torch.isfinite(values.sum())):
+            return
         finite = torch.isfinite(values)
         if bool(finite.all()):
             return

@@ -15,12 +15,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-__all__ = ["is_distributed", "process_rank", "gather_batch"]
-
-
-def is_distributed() -> bool:
-    """True when a torch.distributed process group with more than one process is running."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+__all__ = ["process_rank", "gather_batch"]
 
 
 def process_rank() -> int:

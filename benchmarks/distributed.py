@@ -29,7 +29,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,9 @@ from pathlib import Path
 
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE))  # the shared helpers
+from bench_common import machine, publish  # noqa: E402
+
 CONFIGS = (  # name, processes, threads per process (None: torch's default, all cores)
     ("1 process, default threads", 1, None),
     ("1 process, 1 thread", 1, 1),
@@ -97,17 +98,6 @@ def run_config(run: tuple, processes: int, threads: int | None, out: Path) -> di
     result = json.loads(out.read_text())
     result["wall"] = time.perf_counter() - started
     return result
-
-
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return f"{cpu}, {os.cpu_count()} logical cores, Python {platform.python_version()}, torch {torch.__version__}"
 
 
 def run(settings: Settings) -> str:
@@ -188,13 +178,7 @@ def main(argv=None) -> str:
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
-    text = run(settings)
-    print(text)
-    if not args.no_write:
-        path = RESULTS / ("distributed_quick.md" if args.quick else "distributed.md")
-        path.write_text(text)
-        print(f"wrote {path}", file=sys.stderr)
-    return text
+    return publish(run(settings), "distributed", args.quick, not args.no_write)
 
 
 if __name__ == "__main__":

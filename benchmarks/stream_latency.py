@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -43,7 +42,9 @@ import torch
 from ldmfilter import LDMFilter
 from ldmfilter.estimators import StreamBelief
 
-RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers
+from bench_common import machine, publish  # noqa: E402
+
 TARGET_US = 100.0  # the target for one series, S = 10, small MLP encoder
 
 
@@ -185,18 +186,6 @@ def profile(model: LDMFilter, n: int, settings: Settings) -> list[tuple[str, flo
     return stages
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical cores, Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}"
-
-
 def run(settings: Settings) -> str:
     torch.set_num_threads(1)
     load_before = os.getloadavg()
@@ -298,13 +287,7 @@ def main(argv=None) -> str:
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
-    text = run(settings)
-    print(text)
-    if not args.no_write:
-        path = RESULTS / ("stream_latency_quick.md" if args.quick else "stream_latency.md")
-        path.write_text(text)
-        print(f"wrote {path}", file=sys.stderr)
-    return text
+    return publish(run(settings), "stream_latency", args.quick, not args.no_write)
 
 
 if __name__ == "__main__":

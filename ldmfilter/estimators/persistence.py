@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import atomic_torch_save
+from ..atomic import atomic_torch_save, read_torch_file
 from ..training.distributed import process_rank
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "checksum", "ESTIMATORS", "BUILTIN_ESTIMATORS", "register_estimator", "estimator_class", "save_model", "load_model"]
@@ -232,10 +232,7 @@ def load_model(path):
     path = _as_path(path, "model file")
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle, zip and torch errors all mean "not a model file"
-        raise ValueError(f"{path} is not a readable ldmfilter model file ({type(error).__name__}: {error})") from None
+    payload = read_torch_file(path, "ldmfilter model file")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not an ldmfilter model file")
     version = payload.get("version")

@@ -26,7 +26,7 @@ from .base import StateSpaceEstimator
 from .stream_belief import StreamBelief
 from .stream_steps import CpuSettings, StreamModel, correct_shared, lean, predict_cov, update_cov_shared
 
-from ..atomic import atomic_torch_save
+from ..atomic import atomic_torch_save, read_torch_file
 
 __all__ = ["FilterStream", "StreamBelief", "STREAM_FORMAT", "STREAM_FORMAT_VERSION"]
 
@@ -556,10 +556,7 @@ class FilterStream:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no stream file at {path}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # pickle, zip and torch errors all mean "not a stream file"
-            raise ValueError(f"{path} is not a readable ldmfilter stream file ({type(error).__name__}: {error})") from None
+        state = read_torch_file(path, "ldmfilter stream file")
         if not isinstance(state, dict) or state.get("format") != STREAM_FORMAT or not isinstance(state.get("n_series"), int):
             raise ValueError(f"{path} is not an ldmfilter stream file")
         stream = cls(model, state["n_series"])

@@ -19,7 +19,7 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from ..atomic import atomic_torch_save
+from ..atomic import atomic_torch_save, read_torch_file
 
 __all__ = ["LAST", "AtomicCheckpointIO", "checkpoint_callback", "resolve_checkpoint", "check_resume"]
 
@@ -71,10 +71,7 @@ def resolve_checkpoint(path) -> Path:
 
 
 def _read(path: Path) -> dict:
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle, zip and torch errors all mean "not a checkpoint"
-        raise ValueError(f"{path} is not a readable training checkpoint ({type(error).__name__}: {error})") from None
+    checkpoint = read_torch_file(path, "training checkpoint")
     if not isinstance(checkpoint, dict) or not {"state_dict", "loops", "ldmfilter"} <= set(checkpoint):
         raise ValueError(f"{path} is not a checkpoint of LDMFilter.fit (checkpoint_dir=...)")
     return checkpoint

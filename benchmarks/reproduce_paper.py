@@ -57,8 +57,9 @@ EXPERIMENTS = {
         "square", "square", 0.97, {"state_dim": 2, "latent_dim": 2}, note="S=L=2, target: loop-frequency sinusoid"
     ),
     "noisy_circle": Experiment(
-        "noisy_circle", "noisy_circle", 0.96, {"state_dim": 2, "latent_dim": 2, "noise": "input"},
-        note="S=L=2, input-dependent R_t",
+        "noisy_circle", "noisy_circle", 0.96,
+        {"state_dim": 2, "latent_dim": 2, "noise": "input", "learning_rate": 4 * 0.005 * 8 / 256},
+        note="S=L=2, input-dependent R_t, encoder learning rate 4× the figure-8 recipe's",
     ),
     "wobbly": Experiment(
         "wobbly", "wobbly", 0.94,

@@ -84,7 +84,7 @@ class LDMFilter(StateSpaceEstimator):
         Hidden widths of the MLP encoder (and of the noise head).
     noise : {"fixed", "learned", "input"}
         Pseudo-observation noise ``R``: ``exp(s) I``, ``exp(s) diag(exp(r))``, or input-dependent
-        ``diag(g(x_t))``.
+        ``exp(s) diag(g(x_t))`` (a noise head on the frame; ``s`` is also the scale of ``Q``).
     objective : {"stopgrad", "knn", "kde", "logdet"}
         Stop-gradient predictive loss, or the F_MI form with that entropy estimator.
     predictor : {"kalman", "rnn"}
@@ -108,7 +108,7 @@ class LDMFilter(StateSpaceEstimator):
         processes take the same steps as one.
     learning_rate : float
         Encoder learning rate (the paper: 0.005 · 8 / 256); the predictor (and the residual MLP
-        of ``dynamics="mlp"``) learns ×100 faster, a noise head ×0.03 (``lr_multipliers``
+        of ``dynamics="mlp"``) learns ×100 faster, a noise head ×1 (``lr_multipliers``
         overrides, by group: ``encoder``, ``predictor``, ``residual``, ``noise_head``).
     weight_decay : float
     lr_multipliers : dict, optional

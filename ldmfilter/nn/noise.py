@@ -43,7 +43,14 @@ class LearnedDiagonalNoise(nn.Module):
 
 
 class InputDependentNoise(nn.Module):
-    """Heteroscedastic ``R_t = diag(softplus(g_ψ(x_t)) + floor)``, a noise head on the input.
+    """Heteroscedastic ``R_t = exp(s) · diag(softplus(g_ψ(x_t)) + floor)``, a noise head on the input.
+
+    The head gives each frame's noise *relative* to the dynamics' shared log-scale ``s``, which
+    also scales ``Q`` (as the constant noise models do).  An absolute head
+    (``R_t = diag(softplus(g_ψ(x_t)) + floor)``, ``scale_tied=False``) lets training trade the
+    observation noise against ``Q`` and the latents' scale: on the paper's noisy circle it ended
+    with ``R_t`` near zero for every frame and the state noise absorbing the pixel noise (probe
+    R² 0.84 at the head's learning rate ×1, against 0.94 tied; ``benchmarks/results/paper.md``).
 
     Parameters
     ----------
@@ -51,21 +58,27 @@ class InputDependentNoise(nn.Module):
     latent_dim : int
     hidden : tuple of int
     floor : float
-        Smallest variance, keeps ``R_t`` positive definite.
+        Smallest relative variance, keeps ``R_t`` positive definite.
+    scale_tied : bool
+        Multiply by ``exp(s)`` (default).  False only for model files written before the head
+        was tied to the scale (file format 2 and older).
     """
 
     input_dependent = True
 
-    def __init__(self, obs_shape, latent_dim: int, hidden=(100,), floor: float = 1e-4):
+    def __init__(self, obs_shape, latent_dim: int, hidden=(100,), floor: float = 1e-4, scale_tied: bool = True):
         super().__init__()
         self.obs_shape = tuple(obs_shape)
         self.floor = float(floor)
+        self.scale_tied = bool(scale_tied)
         self.net = make_mlp(math.prod(self.obs_shape), tuple(hidden), latent_dim)
 
     def forward(self, x: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
         """Return R_t of shape (*lead, L, L) for ``x`` of shape (*lead, *obs_shape)."""
         lead = x.shape[: x.ndim - len(self.obs_shape)]
         variance = F.softplus(self.net(x.reshape(lead + (-1,)))) + self.floor
+        if self.scale_tied:
+            variance = torch.exp(log_scale) * variance
         return torch.diag_embed(variance)
 
 

@@ -15,7 +15,7 @@ from .schedules import make_schedule
 
 __all__ = ["ProbeData", "LDMTrainingModule", "DEFAULT_LR_MULTIPLIERS"]
 
-DEFAULT_LR_MULTIPLIERS = {"encoder": 1.0, "predictor": 100.0, "residual": 100.0, "noise_head": 0.03}
+DEFAULT_LR_MULTIPLIERS = {"encoder": 1.0, "predictor": 100.0, "residual": 100.0, "noise_head": 1.0}
 
 
 def _to(mask: torch.Tensor | None, device) -> torch.Tensor | None:
@@ -56,7 +56,7 @@ class LDMTrainingModule(L.LightningModule):
     weight_decay : float
     lr_multipliers : dict, optional
         Per group (``encoder``, ``predictor``, ``residual``, ``noise_head``): the paper's ×100 for the
-        predictor and ×0.03 for a noise head; the residual MLP of nonlinear dynamics learns like the
+        predictor; a noise head ×1 (the paper: ×0.03, see ``InputDependentNoise``); the residual MLP of nonlinear dynamics learns like the
         predictor (×100) by default.
     schedule : str
         See :func:`~ldmfilter.training.schedules.make_schedule`.

@@ -12,7 +12,7 @@ import torch
 import ldmfilter.estimators.ldm as ldm_module
 from ldmfilter.estimators import LDMFilter
 from ldmfilter.results import FilterResult, ForecastResult, GaussianMoments
-from ldmfilter.simulate import make_dotmotion
+from ldmfilter.simulate import make_dotmotion, resample_noise
 from ldmfilter.training import linear_probe_r2
 
 N, T, S, L = 48, 30, 10, 5
@@ -254,6 +254,20 @@ def test_input_dependent_noise_fits(data):
     assert f.mean.shape == (16, T, 4) and np.isfinite(f.cov).all()
     # per-series covariances now differ (R_t depends on the frame)
     assert not np.allclose(f.cov[0], f.cov[1])
+
+
+def test_input_dependent_noise_tracks_the_frames_noise_level():
+    """Noisy circle (METHOD.md §5): the learned R_t rises with each frame's pixel-noise variance.
+    The head is tied to the shared scale exp(s); an absolute head ends with R_t near zero for
+    every frame, uncorrelated or anti-correlated with the noise (benchmarks/results/paper.md)."""
+    data = make_dotmotion("noisy_circle", 32, T=50, seed=0)
+    model = LDMFilter(state_dim=2, latent_dim=2, noise="input", max_epochs=100, learning_rate=4 * 0.005 * 8 / 256,
+                      verbose=False)
+    model.fit(data.frames, epoch_data=lambda epoch: resample_noise(data, np.random.default_rng([0, epoch])))
+    variance = model.noise_variance(data.frames).mean(-1)
+    assert np.corrcoef(variance.ravel(), data.noise_variance.ravel())[0, 1] > 0.6
+    clean, noisy = data.noise_variance == 0, data.noise_variance > 0.6
+    assert np.median(variance[noisy]) > 2 * np.median(variance[clean])
 
 
 def test_learned_noise_fits(data):

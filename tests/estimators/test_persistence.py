@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import ldmfilter
-from ldmfilter.estimators.persistence import FORMAT, FORMAT_VERSION
+from ldmfilter.estimators.persistence import FORMAT, FORMAT_VERSION, checksum
 from ldmfilter.simulate import make_dotmotion
 
 
@@ -26,6 +26,25 @@ def test_round_trip_reproduces_filter_exactly(tmp_path, kwargs):
         np.testing.assert_array_equal(getattr(model.filter(data.frames), name), getattr(loaded.filter(data.frames), name))
     np.testing.assert_array_equal(model.transform(data.frames), loaded.transform(data.frames))
     assert loaded.obs_shape_ == model.obs_shape_ and loaded.noise == model.noise
+
+
+def test_format_2_files_keep_their_absolute_noise_head(tmp_path):
+    """Before format 3 the input-dependent head gave R_t itself, not relative to exp(s): a file
+    of format 2 loads with that meaning, so its filter output does not change."""
+    data = make_dotmotion("noisy_circle", 8, T=20, seed=2)
+    model = ldmfilter.LDMFilter(state_dim=2, latent_dim=2, noise="input", max_epochs=1, verbose=False).fit(data.frames)
+    path = model.save(tmp_path / "model.ldm")
+    payload = torch.load(path, weights_only=True)
+    payload["version"] = 2
+    payload["checksum"] = checksum(payload)
+    torch.save(payload, path)
+    old = ldmfilter.load(path)
+    assert model.model_.noise.scale_tied and not old.model_.noise.scale_tied
+    scale = float(torch.exp(model.model_.dynamics.log_scale.detach()))
+    assert scale != pytest.approx(1.0, abs=1e-3)
+    np.testing.assert_allclose(old.noise_variance(data.frames) * scale, model.noise_variance(data.frames), rtol=1e-5)
+    np.testing.assert_array_equal(ldmfilter.load(model.save(tmp_path / "now.ldm")).filter(data.frames).mean,
+                                  model.filter(data.frames).mean)
 
 
 def test_save_is_atomic_and_leaves_no_temporary(tmp_path, fitted):

@@ -257,3 +257,19 @@ def test_input_dependent_noise_custom_floor():
 def test_make_noise_unknown_kind():
     with pytest.raises(ValueError, match="noise"):
         make_noise("foo", (4,), 2)
+
+
+def test_input_dependent_noise_is_relative_to_the_shared_scale():
+    """R_t = exp(s) · (softplus(g(x_t)) + floor): the head gives the noise relative to Q's scale."""
+    torch.manual_seed(0)
+    noise = InputDependentNoise((4,), 2, hidden=(3,))
+    x = torch.randn(5, 4, dtype=torch.float64)
+    noise.double()
+    s = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    R = noise(x, s)
+    torch.testing.assert_close(R, math.exp(0.7) * noise(x, torch.zeros((), dtype=torch.float64)))
+    R.diagonal(dim1=-2, dim2=-1).sum().backward()
+    assert s.grad is not None and float(s.grad) > 0
+    # the untied head of old model files ignores s
+    noise.scale_tied = False
+    torch.testing.assert_close(noise(x, s), noise(x, torch.zeros((), dtype=torch.float64)))

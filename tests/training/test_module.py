@@ -139,12 +139,12 @@ def test_parameter_group_learning_rates(tiny):
     assert set(groups) == {"encoder", "predictor", "noise_head"}  # linear dynamics: no residual group
     assert groups["encoder"]["lr"] == pytest.approx(base * 1.0)
     assert groups["predictor"]["lr"] == pytest.approx(base * 100.0)
-    assert groups["noise_head"]["lr"] == pytest.approx(base * 0.03)
+    assert groups["noise_head"]["lr"] == pytest.approx(base * 1.0)
     assert all(g["weight_decay"] == 3e-4 for g in optimizer.param_groups)
     by_name = model.parameter_groups()
     for name, group in groups.items():
         assert {id(p) for p in group["params"]} == {id(p) for p in by_name[name]}
-    assert DEFAULT_LR_MULTIPLIERS == {"encoder": 1.0, "predictor": 100.0, "residual": 100.0, "noise_head": 0.03}
+    assert DEFAULT_LR_MULTIPLIERS == {"encoder": 1.0, "predictor": 100.0, "residual": 100.0, "noise_head": 1.0}
 
 
 def test_parameter_group_learning_rates_default_schedule_and_overrides(tiny):

@@ -109,7 +109,7 @@ def run_cost(settings: Settings, log=print) -> dict:
         "figure-8 recipe (10×10 frames, MLP encoder (100,), S=10, L=5, fixed R, batch 8 × 100 steps)":
             ((10, 10), 8, 100, dict(state_dim=10, latent_dim=5)),
         "pendulum recipe (24×24 frames, linear encoder, S=16, L=10, input-dependent R, batch 8 × 75 steps)":
-            ((24, 24), 8, 75, dict(state_dim=16, latent_dim=10, hidden=(), noise="input")),
+            ((24, 24), 8, 75, dict(state_dim=16, latent_dim=10, hidden=(), noise="input_absolute")),
     }
     out = {}
     torch.set_num_threads(1)

@@ -70,10 +70,11 @@ class Settings:
     ukf_learning_rate: float = 0.01
     # A linear encoder (hidden=()) with an input-dependent noise head: see the notes in the results
     # file for why (an MLP or conv encoder learns to trust pure-noise frames), and why only 2 epochs.
+    # The paper's absolute head: here it did better than the scale-tied one (InputDependentNoise).
     ldm: tuple = (
         ("encoder", "mlp"),
         ("hidden", ()),
-        ("noise", "input"),
+        ("noise", "input_absolute"),
         ("lr_multipliers", (("noise_head", 10.0),)),
         ("state_dim", 16),
         ("latent_dim", 10),

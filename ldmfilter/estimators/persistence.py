@@ -39,7 +39,7 @@ from ..training.distributed import process_rank
 __all__ = ["FORMAT", "FORMAT_VERSION", "checksum", "ESTIMATORS", "BUILTIN_ESTIMATORS", "register_estimator", "estimator_class", "save_model", "load_model"]
 
 FORMAT = "ldmfilter-model"
-FORMAT_VERSION = 3  # 1: no read-outs or schema beyond the observation shape; 2: noise head not scale-tied
+FORMAT_VERSION = 3  # 1: no read-outs or schema beyond the observation shape; 2: noise="input" meant "input_absolute"
 
 ESTIMATORS: dict[str, type] = {}  # class name → class, filled by ``register_estimator``
 BUILTIN_ESTIMATORS = {  # class name → module of this package; imported (and so registered) when first needed
@@ -212,16 +212,6 @@ def save_model(estimator, path) -> Path:
     return atomic_torch_save(payload, path)
 
 
-def _untie_noise_head(estimator) -> None:
-    """Files of format 2 and older hold an input-dependent noise head that gives ``R_t`` itself,
-    not relative to the shared scale ``exp(s)``: keep that meaning."""
-    from ..nn import InputDependentNoise
-
-    noise = getattr(getattr(estimator, "model_", None), "noise", None)
-    if isinstance(noise, InputDependentNoise):
-        noise.scale_tied = False
-
-
 def load_model(path):
     """Read a model file written by :func:`save_model` (any registered estimator).
 
@@ -260,6 +250,8 @@ def load_model(path):
         raise ValueError(f"{path} holds an unknown estimator {name!r}; this version reads {known}")
     try:
         params = _decode({"__dict__": json.loads(payload["params"])}, payload.get("param_tensors", {}))
+        if version <= 2 and name == "LDMFilter" and params.get("noise") == "input":
+            params["noise"] = "input_absolute"  # format 2: the head gave R_t itself, not relative to exp(s)
         estimator = cls(**params)
         if version == 1:
             schema, readouts, target_names = InputSchema(tuple(payload["obs_shape"])), {}, None
@@ -272,8 +264,6 @@ def load_model(path):
                 readouts[space].eval()
             target_names = json.loads(payload["target_names"])
         estimator._restore(schema, payload["state_dict"], readouts, target_names)
-        if version <= 2:
-            _untie_noise_head(estimator)
     except (KeyError, IndexError, TypeError, RuntimeError, AttributeError, OverflowError, json.JSONDecodeError) as error:
         raise ValueError(f"{path} is damaged: {error}") from None
     return estimator

@@ -3,7 +3,7 @@
 from .dynamics import DYNAMICS, LinearDynamics, MLPDynamics, spectral_radius
 from .encoders import ConvEncoder, MLPEncoder, make_mlp
 from .latent_filter import LatentKalmanFilter, PredictiveOutput
-from .noise import InputDependentNoise, LearnedDiagonalNoise, ScaledIdentityNoise, make_noise
+from .noise import NOISE_KINDS, InputDependentNoise, LearnedDiagonalNoise, ScaledIdentityNoise, make_noise
 from .readout import LinearReadout, MLPReadout, fit_affine, readout_from_spec
 from .rnn_predictor import LatentRNNModel, RNNPredictor
 
@@ -20,6 +20,7 @@ __all__ = [
     "ScaledIdentityNoise",
     "LearnedDiagonalNoise",
     "InputDependentNoise",
+    "NOISE_KINDS",
     "make_noise",
     "LinearReadout",
     "MLPReadout",

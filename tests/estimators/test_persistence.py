@@ -39,7 +39,7 @@ def test_format_2_files_keep_their_absolute_noise_head(tmp_path):
     payload["checksum"] = checksum(payload)
     torch.save(payload, path)
     old = ldmfilter.load(path)
-    assert model.model_.noise.scale_tied and not old.model_.noise.scale_tied
+    assert old.noise == "input_absolute" and not old.model_.noise.scale_tied and model.model_.noise.scale_tied
     scale = float(torch.exp(model.model_.dynamics.log_scale.detach()))
     assert scale != pytest.approx(1.0, abs=1e-3)
     np.testing.assert_allclose(old.noise_variance(data.frames) * scale, model.noise_variance(data.frames), rtol=1e-5)

@@ -122,7 +122,7 @@ def test_forward_with_input_dependent_noise_uses_per_step_R():
     torch.testing.assert_close(out.score(out.latents), out.log_likelihood, rtol=1e-9, atol=1e-10)
 
 
-@pytest.mark.parametrize("noise", ["fixed", "learned", "input"])
+@pytest.mark.parametrize("noise", ["fixed", "learned", "input", "input_absolute"])
 def test_missing_frames(noise):
     model = make_model(noise)
     x = frames(B=3, T=7)
@@ -181,7 +181,7 @@ def assert_partition(model, groups):
     assert set(ids) == {id(p) for p in model.parameters()}, "a parameter is missing"
 
 
-@pytest.mark.parametrize("noise", ["fixed", "learned", "input"])
+@pytest.mark.parametrize("noise", ["fixed", "learned", "input", "input_absolute"])
 def test_parameter_groups_partition(noise):
     model = make_model(noise)
     groups = model.parameter_groups()
@@ -192,7 +192,7 @@ def test_parameter_groups_partition(noise):
     dyn = {id(p) for p in model.dynamics.parameters()}
     noise_ids = {id(p) for p in model.noise.parameters()}
     assert {id(p) for p in groups["encoder"]} == enc
-    if noise == "input":
+    if noise.startswith("input"):
         assert {id(p) for p in groups["predictor"]} == dyn
         assert {id(p) for p in groups["noise_head"]} == noise_ids and noise_ids
     else:  # a constant R learns with the predictor

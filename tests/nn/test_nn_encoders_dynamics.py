@@ -270,6 +270,8 @@ def test_input_dependent_noise_is_relative_to_the_shared_scale():
     torch.testing.assert_close(R, math.exp(0.7) * noise(x, torch.zeros((), dtype=torch.float64)))
     R.diagonal(dim1=-2, dim2=-1).sum().backward()
     assert s.grad is not None and float(s.grad) > 0
-    # the untied head of old model files ignores s
-    noise.scale_tied = False
-    torch.testing.assert_close(noise(x, s), noise(x, torch.zeros((), dtype=torch.float64)))
+    # the paper's absolute head ignores s
+    absolute = make_noise("input_absolute", (4,), 2, hidden=(3,)).double()
+    absolute.load_state_dict(noise.state_dict())
+    assert not absolute.scale_tied
+    torch.testing.assert_close(absolute(x, s), noise(x, torch.zeros((), dtype=torch.float64)))

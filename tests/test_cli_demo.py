@@ -16,7 +16,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     written = sorted(p.name for p in (tmp_path / "demo").iterdir())
     assert written == ["forecast.png", "frames.png", "positions.png", "report.md"]
     report = (tmp_path / "demo" / "report.md").read_text()
-    assert "| LDMFilter |" in report
+    assert "| LDMFilter |" in report and "learned per-frame noise R_t" in report
     for figure in ("positions.png", "forecast.png", "frames.png"):
         assert f"![{figure}]({figure})" in report
 

@@ -551,8 +551,8 @@ class LDMFilter(StateSpaceEstimator):
     def noise_variance(self, X) -> np.ndarray:
         """Pseudo-observation noise variances ``diag(R_t)`` at every row of ``X``: (…, T, latent_dim).
 
-        Constant over time unless ``noise="input"`` or ``"input_absolute"``, where ``R_t`` tracks how informative each
-        frame is.
+        Constant over time unless ``noise="input"`` or ``"input_absolute"``, where ``R_t`` tracks
+        how informative each frame is.
         """
         self._check_kalman("noise_variance")
         sequences, x, mask = self._prepare(X)

@@ -56,8 +56,9 @@ class LDMTrainingModule(L.LightningModule):
     weight_decay : float
     lr_multipliers : dict, optional
         Per group (``encoder``, ``predictor``, ``residual``, ``noise_head``): the paper's ×100 for the
-        predictor; a noise head ×1 (the paper: ×0.03, see ``InputDependentNoise``); the residual MLP of nonlinear dynamics learns like the
-        predictor (×100) by default.
+        predictor; a noise head ×1 (the paper: ×0.03, which leaves it at its initialisation, see
+        :class:`~ldmfilter.nn.InputDependentNoise`); the residual MLP of nonlinear dynamics learns
+        like the predictor (×100) by default.
     schedule : str
         See :func:`~ldmfilter.training.schedules.make_schedule`.
     entropy_weight : float

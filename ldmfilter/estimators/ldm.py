@@ -300,6 +300,13 @@ class LDMFilter(StateSpaceEstimator):
         if target_names is not None:
             self.target_names_ = tuple(target_names)
 
+    @staticmethod
+    def _upgrade_params(params: dict, version: int) -> dict:
+        """Hyper-parameters of a model file of format ``version`` in today's meaning (see :mod:`.persistence`)."""
+        if version <= 2 and params.get("noise") == "input":  # the head gave R_t itself, not relative to exp(s)
+            params = {**params, "noise": "input_absolute"}
+        return params
+
     def save(self, path) -> Path:
         """Write the fitted model to one file (atomically); read it back with ``ldmfilter.load``."""
         return save_model(self, path)

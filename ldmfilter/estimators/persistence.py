@@ -15,7 +15,9 @@ records: the package's own in ``BUILTIN_ESTIMATORS`` (imported when first needed
   its network's ``state_dict``), and
 * ``_restore(schema, state_dict, readouts, target_names)`` on an instance built from the saved
   hyper-parameters, which rebuilds the fitted model;
-* optionally ``_derived_readouts``: read-outs rebuilt by ``_restore`` from the state (not stored).
+* optionally ``_derived_readouts``: read-outs rebuilt by ``_restore`` from the state (not stored);
+* optionally ``_upgrade_params(params, version)`` → the hyper-parameters of a file of an older
+  format ``version`` in today's meaning (``LDMFilter``: format 2's ``noise="input"``).
 
 Hyper-parameters are stored as JSON; tensors and arrays among them (e.g. given parameter
 values) are stored as tensors beside it, and a projection front end by its ``spec()``.  A model
@@ -250,8 +252,8 @@ def load_model(path):
         raise ValueError(f"{path} holds an unknown estimator {name!r}; this version reads {known}")
     try:
         params = _decode({"__dict__": json.loads(payload["params"])}, payload.get("param_tensors", {}))
-        if version <= 2 and name == "LDMFilter" and params.get("noise") == "input":
-            params["noise"] = "input_absolute"  # format 2: the head gave R_t itself, not relative to exp(s)
+        if version < FORMAT_VERSION and hasattr(cls, "_upgrade_params"):
+            params = cls._upgrade_params(params, version)
         estimator = cls(**params)
         if version == 1:
             schema, readouts, target_names = InputSchema(tuple(payload["obs_shape"])), {}, None

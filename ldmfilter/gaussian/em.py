@@ -39,7 +39,6 @@ component from the ``H``/``R`` updates.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Iterable
 

@@ -7,9 +7,11 @@ Model::
     z_t = H_t x_t + v_t   or   z_t = h(x_t) + v_t,   v_t ~ N(0, R_t)
 
 The predicted belief comes from a deterministic moment rule (:mod:`.moments`).  With a linear
-observation model the update is the exact Kalman update (Joseph form, the same function as the
-linear filter's); with a nonlinear ``h`` the rule also gives ``E[z]``, ``Cov[z]`` and
-``Cov[x, z]`` and the update is the usual Gaussian conditioning on them.
+observation model the update is the exact Kalman update; with a nonlinear ``h`` the rule also
+gives ``E[z]``, ``Cov[z]`` and ``Cov[x, z]``.  Either way the update is Gaussian conditioning on
+those moments (:func:`~.steps.condition`, whitened form).  For float32 inputs the recursion runs
+in float64 (:data:`~.steps.UPDATE_DTYPE`) and the functions are called in float32; the results
+come back in float32.
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from typing import Callable
 import torch
 
 from .kalman import FilterResult, at_step
-from .linalg import cholesky, cholesky_solve, symmetrize
+from .linalg import matmul, matmul_add, symmetrize
 from .moments import MOMENT_RULES, propagate, value_and_jacobian
-from .steps import innovation_log_likelihood, mask_observation_model, predict_cov, update_covariance, update_mean
+from .steps import UPDATE_DTYPE, condition, innovation_log_likelihood, mask_observation_model, predict_cov
 from .validation import broadcastable, check_filter_inputs, check_finite, check_matrix, check_result_finite, check_tensor, split_missing
 
 __all__ = ["nonlinear_filter", "check_image_width"]
@@ -38,21 +40,39 @@ def check_image_width(value: torch.Tensor, expected: int, name: str, dtype: torc
     return value
 
 
-def _update_from_moments(pred_mean, pred_cov, obs_moments, observation, observation_cov, observed):
-    """Gaussian conditioning on ``z`` given its predicted moments; masked components are dropped."""
-    obs_cov = obs_moments.cov + observation_cov
-    cross = obs_moments.cross_cov
-    innovation = observation - obs_moments.mean
-    if observed is not None:
-        weight = observed.to(obs_cov.dtype)
-        cross = cross * weight.unsqueeze(-2)
-        obs_cov = obs_cov * (weight.unsqueeze(-1) * weight.unsqueeze(-2)) + torch.diag_embed(1.0 - weight)
-        innovation = innovation * weight
-    chol = cholesky(obs_cov, "innovation covariance Cov[h(x)] + R")
-    gain = cholesky_solve(cross.mT, chol).mT  # K = Cov[x, z] Σ_e⁻¹
-    mean = pred_mean + (gain @ innovation.unsqueeze(-1)).squeeze(-1)  # m = m⁻ + K e
-    cov = symmetrize(pred_cov - gain @ cross.mT)  # P = P⁻ − K Σ_e Kᵀ
-    return mean, cov, innovation, chol
+class _CalledIn:
+    """``fn`` evaluated in the model's ``dtype`` inside a recursion kept in the working dtype.
+
+    States (and anything else a moment rule passes) are cast down to ``dtype`` before the call and
+    the results cast up to ``work`` after it, so a float32 model keeps its float32 function while
+    the belief recursion runs in :data:`~ldmfilter.gaussian.steps.UPDATE_DTYPE`.  ``fn``'s own
+    ``value_and_jacobian`` (see :func:`~ldmfilter.gaussian.value_and_jacobian`) is kept.
+    """
+
+    def __init__(self, fn: Callable, name: str, dtype: torch.dtype, work: torch.dtype):
+        self.fn, self.name, self.dtype, self.work = fn, name, dtype, work
+        given = getattr(fn, "value_and_jacobian", None)
+        if given is not None:
+            self.value_and_jacobian = lambda x, *inputs: tuple(self._up(v) for v in given(x.to(dtype), *inputs))
+
+    def _up(self, value):
+        if not isinstance(value, torch.Tensor):
+            return value  # the moment rules name what it should have been
+        if value.dtype != self.dtype:
+            raise TypeError(f"{self.name} must return {self.dtype} like its input, got {value.dtype}")
+        return value.to(self.work)
+
+    def __call__(self, x: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+        return self._up(self.fn(x.to(self.dtype), *inputs))
+
+
+def _masked_moments(cross, obs_cov, innovation, observed):
+    """Drop masked observation components: zero cross-covariance and innovation, unit variance."""
+    if observed is None:
+        return cross, obs_cov, innovation
+    weight = observed.to(obs_cov.dtype)
+    obs_cov = obs_cov * (weight.unsqueeze(-1) * weight.unsqueeze(-2)) + torch.diag_embed(1.0 - weight)
+    return cross * weight.unsqueeze(-2), obs_cov, innovation * weight
 
 
 def nonlinear_filter(
@@ -128,10 +148,14 @@ def nonlinear_filter(
         check_finite(transition_inputs, "transition_inputs")
     obs, observed = split_missing(obs, mask)
     num_observed = obs_dim if observed is None else observed.sum(-1)
+    work = UPDATE_DTYPE if torch.finfo(dtype).bits < torch.finfo(UPDATE_DTYPE).bits else dtype
+    obs, Q, R, initial_mean, initial_cov = (x.to(work) for x in (obs, Q, R, initial_mean, initial_cov))
+    H = None if H is None else H.to(work)
+    if work != dtype:
+        transition_fn = _CalledIn(transition_fn, "transition_fn", dtype, work)
+        observation_fn = None if observation_fn is None else _CalledIn(observation_fn, "observation_fn", dtype, work)
     if H is not None and observed is not None:
-        H, R_masked = mask_observation_model(H, R, observed)
-    else:
-        R_masked = R
+        H, R = mask_observation_model(H, R, observed)
 
     mean = initial_mean.expand(batch_shape + (state_dim,))
     cov = initial_cov.expand(batch_shape + (state_dim, state_dim))
@@ -141,38 +165,39 @@ def nonlinear_filter(
             inputs = None if transition_inputs is None else transition_inputs[..., t, :]
             if method == "linearize":  # the linear filter's predict with A = J: P⁻ = J P Jᵀ + Q
                 mean, jac = value_and_jacobian(transition_fn, mean, inputs)
-                check_image_width(mean, state_dim, "transition_fn", dtype)
-                check_image_width(jac, state_dim, "transition_fn's Jacobian", dtype)
+                check_image_width(mean, state_dim, "transition_fn", work)
+                check_image_width(jac, state_dim, "transition_fn's Jacobian", work)
                 cov = predict_cov(cov, jac, at_step(Q, t, 2))
             else:
                 moments = propagate(transition_fn, mean, cov, method, inputs, **rule_options)
-                check_image_width(moments.mean, state_dim, "transition_fn", dtype)
+                check_image_width(moments.mean, state_dim, "transition_fn", work)
                 mean, cov = moments.mean, symmetrize(moments.cov + at_step(Q, t, 2))  # P⁻ = Cov[f(x)] + Q
         pred_means.append(mean)
         pred_covs.append(cov)
-        z_t = obs[..., t, :]
-        if observation_fn is None:
+        if observation_fn is None:  # Cov[x, z] = P⁻ Hᵀ, Σ_e = H P⁻ Hᵀ + R, e = z − H m⁻
             H_t = at_step(H, t, 2)
-            cov_t, gain, chol = update_covariance(cov, H_t, at_step(R_masked, t, 2))
-            mean, innovation = update_mean(mean, gain, z_t, H_t)
-            cov = cov_t
+            cross = matmul(cov, H_t.mT)
+            obs_cov = matmul_add(at_step(R, t, 2), H_t, cross)
+            innovation = obs[..., t, :] - (H_t @ mean.unsqueeze(-1)).squeeze(-1)
         else:
             obs_moments = propagate(observation_fn, mean, cov, method, None, **rule_options)
-            check_image_width(obs_moments.mean, obs_dim, "observation_fn", dtype)
-            mean, cov, innovation, chol = _update_from_moments(
-                mean, cov, obs_moments, z_t, at_step(R, t, 2), None if observed is None else observed[..., t, :]
+            check_image_width(obs_moments.mean, obs_dim, "observation_fn", work)
+            cross, obs_cov, innovation = _masked_moments(
+                obs_moments.cross_cov, obs_moments.cov + at_step(R, t, 2), obs[..., t, :] - obs_moments.mean,
+                None if observed is None else observed[..., t, :],
             )
+        mean, cov, chol = condition(mean, cov, cross, obs_cov, innovation)
         means.append(mean)
         covs.append(cov)
         innovations.append(innovation)
         chols.append(chol.expand(batch_shape + chol.shape[-2:]))
 
     result = FilterResult(
-        filtered_mean=torch.stack(means, -2),
-        filtered_cov=torch.stack(covs, -3),
-        predicted_mean=torch.stack(pred_means, -2),
-        predicted_cov=torch.stack(pred_covs, -3),
-        log_likelihood=innovation_log_likelihood(torch.stack(innovations, -2), torch.stack(chols, -3), num_observed),
+        filtered_mean=torch.stack(means, -2).to(dtype),
+        filtered_cov=torch.stack(covs, -3).to(dtype),
+        predicted_mean=torch.stack(pred_means, -2).to(dtype),
+        predicted_cov=torch.stack(pred_covs, -3).to(dtype),
+        log_likelihood=innovation_log_likelihood(torch.stack(innovations, -2), torch.stack(chols, -3), num_observed).to(dtype),
     )
     for name in ("filtered_mean", "predicted_mean", "filtered_cov", "predicted_cov"):
         check_result_finite(getattr(result, name), f"the {name.replace('_', ' ')}", -2 if name.endswith("mean") else -3, NOT_FINITE)

@@ -445,6 +445,54 @@ def test_covariances_stay_symmetric_psd_over_long_run(method, obs_name):
 
 
 # --------------------------------------------------------------------------------------------
+# the whitened update and the float64 recursion of float32 inputs
+# --------------------------------------------------------------------------------------------
+
+def test_condition_equals_the_joseph_update():
+    """steps.condition (m⁻ + Wᵀw, P⁻ − WᵀW) gives the linear filter's Joseph-form update and Cholesky factor."""
+    from ldmfilter.gaussian.steps import condition, update_covariance, update_mean
+
+    gen = _gen(31)
+    P = _spd(B, n=S, gen=gen)
+    H = torch.randn(L, S, generator=gen, dtype=DTYPE)
+    R = _spd(n=L, gen=gen, scale=0.01)
+    m = torch.randn(B, S, generator=gen, dtype=DTYPE)
+    z = torch.randn(B, L, generator=gen, dtype=DTYPE)
+    want_cov, gain, want_chol = update_covariance(P, H, R)
+    want_mean, innovation = update_mean(m, gain, z, H)
+    got_mean, got_cov, got_chol = condition(m, P, P @ H.T, H @ P @ H.T + R, innovation)
+    torch.testing.assert_close(got_mean, want_mean, **TOL)
+    torch.testing.assert_close(got_cov, want_cov, **TOL)
+    torch.testing.assert_close(got_chol, want_chol, **TOL)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("obs_name", list(OBS_MODELS))
+def test_float32_inputs_call_the_functions_in_float32_and_match_float64(method, obs_name):
+    """float32 in (the belief recursion then runs in float64): the functions still see float32 states, the
+    result is float32, and it matches the float64 filter within float32 rounding."""
+    zs = _simulate_pendulum(obs_name, 60, seed=21, missing=(7, 30))
+    want = _ours(obs_name, zs, method)
+    _, _, h_torch, H, r = OBS_MODELS[obs_name]
+    seen = set()
+
+    def f(x):
+        seen.add(x.dtype)
+        return pend_f_torch(x)
+
+    t32 = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
+    got = nonlinear_filter(
+        t32(zs), f, t32(PEND_Q), None if H is None else t32(H), t32([[r]]), t32(PEND_M0), t32(PEND_P0),
+        method=method, observation_fn=None if h_torch is None else (lambda x: h_torch(x)),
+    )
+    assert seen == {torch.float32}
+    for name in FIELDS:
+        value = getattr(got, name)
+        assert value.dtype == torch.float32, name
+        torch.testing.assert_close(value.double(), getattr(want, name), rtol=1e-4, atol=1e-5, msg=lambda m: f"{name}: {m}")
+
+
+# --------------------------------------------------------------------------------------------
 # regressions of defects found and fixed
 # --------------------------------------------------------------------------------------------
 

@@ -68,6 +68,7 @@ class Settings:
     lorenz_origins: tuple = (100, 150)
     lorenz: lorenz_benchmark.Settings = lorenz_benchmark.Settings()  # data sizes and the LDMFilter recipe
     dynamics_hidden: tuple = (64,)
+    rules: tuple = RULES  # moment rules of the MLP predictor compared with the linear one
 
 
 FULL = Settings()
@@ -76,9 +77,9 @@ QUICK = replace(FULL, cost_steps=3, cost_repeats=1, wobbly_train=64, wobbly_test
                 lorenz=lorenz_benchmark.QUICK)
 
 
-def variants():
+def variants(rules=RULES):
     """(row name, LDMFilter arguments) of the predictors compared."""
-    return [("linear", {"dynamics": "linear"})] + [(f"MLP, {rule}", {"dynamics": "mlp", "moments": rule}) for rule in RULES]
+    return [("linear", {"dynamics": "linear"})] + [(f"MLP, {rule}", {"dynamics": "mlp", "moments": rule}) for rule in rules]
 
 
 # --------------------------------------------------------------------------- cost
@@ -116,7 +117,7 @@ def run_cost(settings: Settings, log=print) -> dict:
     torch.set_flush_denormal(True)
     for workload, (shape, batch, steps, kwargs) in workloads.items():
         rows = {}
-        for name, extra in variants():
+        for name, extra in variants(settings.rules):
             model = LDMFilter(**kwargs, **extra, dynamics_hidden=settings.dynamics_hidden, verbose=False)
             times = [step_seconds(model, shape, batch, steps, settings.cost_steps) for _ in range(settings.cost_repeats)]
             rows[name] = statistics.median(times)
@@ -240,9 +241,9 @@ def horizon_scores(targets: np.ndarray, beliefs: list, origins: tuple) -> dict:
     return out
 
 
-def forecast_rows(make, x_train, y_train, x_test, y_test, origins: tuple, log, label: str) -> dict:
+def forecast_rows(make, x_train, y_train, x_test, y_test, origins: tuple, log, label: str, rules=RULES) -> dict:
     rows = {}
-    for name, extra in variants():
+    for name, extra in variants(rules):
         started = time.perf_counter()
         model = make(extra).fit(x_train, targets=y_train)
         fit_s = time.perf_counter() - started
@@ -265,7 +266,8 @@ def run_forecast_seed(settings: Settings, seed: int, log=print) -> dict:
         make = lambda extra: LDMFilter(**recipe, **extra, dynamics_hidden=settings.dynamics_hidden,  # noqa: E731
                                        random_state=seed, verbose=False)
         out[f"pendulum video, {recipe['max_epochs']} epochs"] = forecast_rows(
-            make, train.frames, train.targets, test.frames, test.targets, settings.pendulum_origins, log, "pendulum")
+            make, train.frames, train.targets, test.frames, test.targets, settings.pendulum_origins, log, "pendulum",
+            settings.rules)
     lorenz_settings = settings.lorenz
     recipe = dict(lorenz_settings.ldm)
     for level in settings.lorenz_levels if "lorenz" in settings.forecast_data else ():
@@ -278,7 +280,8 @@ def run_forecast_seed(settings: Settings, seed: int, log=print) -> dict:
         make = lambda extra: LDMFilter(**recipe, **extra, dynamics_hidden=settings.dynamics_hidden,  # noqa: E731
                                        random_state=seed, verbose=False)
         out[f"lorenz, 1/r² = {level:+.0f} dB"] = forecast_rows(make, y_train, x_train, y_test, x_test,
-                                                               settings.lorenz_origins, log, f"lorenz {level:+.0f} dB")
+                                                               settings.lorenz_origins, log, f"lorenz {level:+.0f} dB",
+                                                               settings.rules)
     return out
 
 
@@ -355,6 +358,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--wobbly-predictors", nargs="+", choices=WOBBLY_PREDICTORS, default=list(WOBBLY_PREDICTORS))
     parser.add_argument("--forecast-data", nargs="+", choices=("pendulum", "lorenz"), help="data sets of the forecast part")
     parser.add_argument("--pendulum-epochs", type=int, help="epochs of every pendulum model (default: the recipe's 2)")
+    parser.add_argument("--rules", nargs="+", choices=RULES, help="moment rules of the MLP predictor (default: all)")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     if args.wobbly_train:
@@ -365,6 +369,8 @@ def main(argv=None) -> dict:
         settings = replace(settings, forecast_data=tuple(args.forecast_data))
     if args.pendulum_epochs:
         settings = replace(settings, pendulum_epochs=args.pendulum_epochs)
+    if args.rules:
+        settings = replace(settings, rules=tuple(args.rules))
     torch.set_num_threads(1)
     path = RESULTS / ("nonlinear_quick.md" if args.quick else "nonlinear.md")
     results = {}
@@ -372,11 +378,12 @@ def main(argv=None) -> dict:
         started = time.perf_counter()
         print(f"{part}:", flush=True)
         title = {
-            "cost": "cost",
+            "cost": "cost" + (f", rules: {', '.join(settings.rules)}" if args.rules else ""),
             "wobbly": f"wobbly, {settings.wobbly_train} sequences × {settings.wobbly_epochs} epochs",
             "forecast": "forecast" if args.forecast_data is None and args.pendulum_epochs is None
             else f"forecast, {' and '.join(settings.forecast_data)}" + (
-                f" (pendulum models at {settings.pendulum_epochs} epochs)" if args.pendulum_epochs else ""),
+                f" (pendulum models at {settings.pendulum_epochs} epochs)" if args.pendulum_epochs else "") + (
+                f", rules: {', '.join(settings.rules)}" if args.rules else ""),
         }[part]
 
         def write(body: str, seeds_done=None) -> None:

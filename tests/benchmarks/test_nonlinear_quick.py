@@ -21,3 +21,11 @@ def test_quick_nonlinear_benchmark_runs(load_benchmark):
             assert all(math.isfinite(s["nll"]) and s["crps"] > 0 for s in row["scores"].values())
     text = module.render_forecast(results["forecast"], module.QUICK)
     assert "NLL h=20" in text and "**" in text
+
+
+@pytest.mark.slow
+def test_rules_option_restricts_the_mlp_rows(load_benchmark):
+    module = load_benchmark("nonlinear")
+    results = module.main(["--quick", "--parts", "cost", "--rules", "linearize", "--no-write"])
+    for rows in results["cost"].values():
+        assert set(rows) == {"linear", "MLP, linearize"}

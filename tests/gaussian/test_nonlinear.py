@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from ldmfilter.gaussian import kalman_filter, nonlinear_filter
+from ldmfilter.gaussian.steps import condition, update_covariance, update_mean
 
 DTYPE = torch.float64
 METHODS = ["linearize", "unscented", "cubature"]
@@ -450,8 +451,6 @@ def test_covariances_stay_symmetric_psd_over_long_run(method, obs_name):
 
 def test_condition_equals_the_joseph_update():
     """steps.condition (m⁻ + Wᵀw, P⁻ − WᵀW) gives the linear filter's Joseph-form update and Cholesky factor."""
-    from ldmfilter.gaussian.steps import condition, update_covariance, update_mean
-
     gen = _gen(31)
     P = _spd(B, n=S, gen=gen)
     H = torch.randn(L, S, generator=gen, dtype=DTYPE)
@@ -476,14 +475,16 @@ def test_float32_inputs_call_the_functions_in_float32_and_match_float64(method, 
     _, _, h_torch, H, r = OBS_MODELS[obs_name]
     seen = set()
 
-    def f(x):
-        seen.add(x.dtype)
-        return pend_f_torch(x)
+    def recording(fn):
+        def called(x):
+            seen.add(x.dtype)
+            return fn(x)
+        return called
 
     t32 = lambda a: torch.as_tensor(a, dtype=torch.float32)  # noqa: E731
     got = nonlinear_filter(
-        t32(zs), f, t32(PEND_Q), None if H is None else t32(H), t32([[r]]), t32(PEND_M0), t32(PEND_P0),
-        method=method, observation_fn=None if h_torch is None else (lambda x: h_torch(x)),
+        t32(zs), recording(pend_f_torch), t32(PEND_Q), None if H is None else t32(H), t32([[r]]), t32(PEND_M0),
+        t32(PEND_P0), method=method, observation_fn=None if h_torch is None else recording(h_torch),
     )
     assert seen == {torch.float32}
     for name in FIELDS:

@@ -67,12 +67,12 @@ class _CalledIn:
 
 
 def _masked_moments(cross, obs_cov, innovation, observed):
-    """Drop masked observation components: zero cross-covariance and innovation, unit variance."""
+    """Drop masked observation components as :func:`~.steps.mask_observation_model` does for a
+    linear ``H`` (``Cov[x, z]ᵀ`` plays ``H``'s part): zero cross-covariance and innovation, unit variance."""
     if observed is None:
         return cross, obs_cov, innovation
-    weight = observed.to(obs_cov.dtype)
-    obs_cov = obs_cov * (weight.unsqueeze(-1) * weight.unsqueeze(-2)) + torch.diag_embed(1.0 - weight)
-    return cross * weight.unsqueeze(-2), obs_cov, innovation * weight
+    cross_t, obs_cov = mask_observation_model(cross.mT, obs_cov, observed)
+    return cross_t.mT, obs_cov, innovation * observed.to(innovation.dtype)
 
 
 def nonlinear_filter(
@@ -174,7 +174,7 @@ def nonlinear_filter(
                 mean, cov = moments.mean, symmetrize(moments.cov + at_step(Q, t, 2))  # P⁻ = Cov[f(x)] + Q
         pred_means.append(mean)
         pred_covs.append(cov)
-        if observation_fn is None:  # Cov[x, z] = P⁻ Hᵀ, Σ_e = H P⁻ Hᵀ + R, e = z − H m⁻
+        if observation_fn is None:  # Cov[x, z] = P⁻ Hᵀ, Σ_e = H Cov[x, z] + R, e = z − H m⁻
             H_t = at_step(H, t, 2)
             cross = matmul(cov, H_t.mT)
             obs_cov = matmul_add(at_step(R, t, 2), H_t, cross)

@@ -199,7 +199,8 @@ class MLPDynamics(LinearDynamics):
         linears = [layer for layer in self.residual if isinstance(layer, nn.Linear)]
         jacobian = linears[-1].weight  # reverse accumulation: (S, H) → (N, S, H) → … → (N, S, S)
         for slope, layer in zip(reversed(slopes), reversed(linears[:-1])):
-            weight = layer.weight if layer is not linears[0] or not self.control_dim else layer.weight[:, : self.state_dim]
+            # ∂/∂h only: the first layer's control columns drop out (no slice, and no backward copy, without controls)
+            weight = layer.weight[:, : self.state_dim] if layer is linears[0] and self.control_dim else layer.weight
             jacobian = (jacobian * slope.unsqueeze(-2)) @ weight
         return value, self.transition + jacobian
 

@@ -20,6 +20,7 @@ from typing import Callable
 
 import torch
 
+from .ekf_adjoint import first_order_filter, supports_adjoint
 from .kalman import FilterResult, at_step
 from .linalg import matmul, matmul_add, symmetrize
 from .moments import MOMENT_RULES, propagate, value_and_jacobian
@@ -46,7 +47,8 @@ class _CalledIn:
     States (and anything else a moment rule passes) are cast down to ``dtype`` before the call and
     the results cast up to ``work`` after it, so a float32 model keeps its float32 function while
     the belief recursion runs in :data:`~ldmfilter.gaussian.steps.UPDATE_DTYPE`.  ``fn``'s own
-    ``value_and_jacobian`` (see :func:`~ldmfilter.gaussian.value_and_jacobian`) is kept.
+    ``value_and_jacobian`` (see :func:`~ldmfilter.gaussian.value_and_jacobian`) and ``state_vjp``
+    (see :mod:`~ldmfilter.gaussian.ekf_adjoint`) are kept.
     """
 
     def __init__(self, fn: Callable, name: str, dtype: torch.dtype, work: torch.dtype):
@@ -54,6 +56,9 @@ class _CalledIn:
         given = getattr(fn, "value_and_jacobian", None)
         if given is not None:
             self.value_and_jacobian = lambda x, *inputs: tuple(self._up(v) for v in given(x.to(dtype), *inputs))
+        vjp = getattr(fn, "state_vjp", None)
+        if vjp is not None:
+            self.state_vjp = lambda x, inputs, *grads: self._up(vjp(x.to(dtype), inputs, *(g.to(dtype) for g in grads)))
 
     def _up(self, value):
         if not isinstance(value, torch.Tensor):
@@ -151,12 +156,48 @@ def nonlinear_filter(
     work = UPDATE_DTYPE if torch.finfo(dtype).bits < torch.finfo(UPDATE_DTYPE).bits else dtype
     obs, Q, R, initial_mean, initial_cov = (x.to(work) for x in (obs, Q, R, initial_mean, initial_cov))
     H = None if H is None else H.to(work)
+    raw_transition_fn = transition_fn
     if work != dtype:
         transition_fn = _CalledIn(transition_fn, "transition_fn", dtype, work)
         observation_fn = None if observation_fn is None else _CalledIn(observation_fn, "observation_fn", dtype, work)
     if H is not None and observed is not None:
         H, R = mask_observation_model(H, R, observed)
 
+    if method == "linearize" and H is not None and supports_adjoint(raw_transition_fn):
+
+        def check(value, jacobian):
+            check_image_width(value, state_dim, "transition_fn", work)
+            check_image_width(jacobian, state_dim, "transition_fn's Jacobian", work)
+
+        recursion = first_order_filter(raw_transition_fn, transition_fn, check, obs, Q, H, R, initial_mean, initial_cov, transition_inputs)
+    else:
+        recursion = _recursion(
+            obs, transition_fn, Q, H, R, initial_mean, initial_cov, method, observed, observation_fn, transition_inputs, rule_options
+        )
+    means, covs, pred_means, pred_covs, innovations, chols = recursion
+    result = FilterResult(
+        filtered_mean=means.to(dtype),
+        filtered_cov=covs.to(dtype),
+        predicted_mean=pred_means.to(dtype),
+        predicted_cov=pred_covs.to(dtype),
+        log_likelihood=innovation_log_likelihood(innovations, chols, num_observed).to(dtype),
+    )
+    for name in ("filtered_mean", "predicted_mean", "filtered_cov", "predicted_cov"):
+        check_result_finite(getattr(result, name), f"the {name.replace('_', ' ')}", -2 if name.endswith("mean") else -3, NOT_FINITE)
+    check_result_finite(result.log_likelihood.masked_fill(result.log_likelihood.isinf(), 0.0), "the log-likelihood", -1, NOT_FINITE)
+    return result
+
+
+def _recursion(obs, transition_fn, Q, H, R, initial_mean, initial_cov, method, observed, observation_fn, transition_inputs, rule_options):
+    """The filter's recursion with any moment rule, recorded by autograd.
+
+    Returns
+    -------
+    filtered_mean, filtered_cov, predicted_mean, predicted_cov, innovations, innovation_chols : Tensor
+        Shapes (*batch, T, S), (*batch, T, S, S), …, (*batch, T, L) and (*batch, T, L, L).
+    """
+    batch_shape, steps = obs.shape[:-2], obs.shape[-2]
+    state_dim, obs_dim, work = initial_mean.shape[-1], obs.shape[-1], obs.dtype
     mean = initial_mean.expand(batch_shape + (state_dim,))
     cov = initial_cov.expand(batch_shape + (state_dim, state_dim))
     pred_means, pred_covs, means, covs, innovations, chols = [], [], [], [], [], []
@@ -191,15 +232,7 @@ def nonlinear_filter(
         covs.append(cov)
         innovations.append(innovation)
         chols.append(chol.expand(batch_shape + chol.shape[-2:]))
-
-    result = FilterResult(
-        filtered_mean=torch.stack(means, -2).to(dtype),
-        filtered_cov=torch.stack(covs, -3).to(dtype),
-        predicted_mean=torch.stack(pred_means, -2).to(dtype),
-        predicted_cov=torch.stack(pred_covs, -3).to(dtype),
-        log_likelihood=innovation_log_likelihood(torch.stack(innovations, -2), torch.stack(chols, -3), num_observed).to(dtype),
+    return (
+        torch.stack(means, -2), torch.stack(covs, -3), torch.stack(pred_means, -2), torch.stack(pred_covs, -3),
+        torch.stack(innovations, -2), torch.stack(chols, -3),
     )
-    for name in ("filtered_mean", "predicted_mean", "filtered_cov", "predicted_cov"):
-        check_result_finite(getattr(result, name), f"the {name.replace('_', ' ')}", -2 if name.endswith("mean") else -3, NOT_FINITE)
-    check_result_finite(result.log_likelihood.masked_fill(result.log_likelihood.isinf(), 0.0), "the log-likelihood", -1, NOT_FINITE)
-    return result

@@ -204,5 +204,56 @@ class MLPDynamics(LinearDynamics):
             jacobian = (jacobian * slope.unsqueeze(-2)) @ weight
         return value, self.transition + jacobian
 
+    def state_vjp(self, states: torch.Tensor, controls: torch.Tensor | None, grad_value: torch.Tensor, grad_jacobian: torch.Tensor):
+        """Gradient with respect to ``h`` of ``⟨v̄, f(h, u)⟩ + ⟨J̄, ∂f/∂h⟩`` (the reverse pass of :meth:`value_and_jacobian`).
+
+        The filter's hand-written reverse pass (:mod:`ldmfilter.gaussian.ekf_adjoint`) calls this
+        at every step instead of recording the Jacobian's graph.  With hidden layers ``a_k =
+        tanh(W_k a_{k−1} + c_k)`` (``a_{−1} = [h, u]``), slopes ``s_k = 1 − a_k²`` and ``∂g/∂h =
+        W_K D_{K−1} ⋯ D_0 W_0`` (``D_k = diag(s_k)``), the Jacobian term reaches ``s_k`` as
+        ``s̄_k = diag(L_kᵀ J̄ R_kᵀ)``, with ``L_k = W_K D_{K−1} ⋯ W_{k+1}`` and ``R_k = W_k
+        D_{k−1} ⋯ W_0``; from there it flows down like the value's gradient.
+
+        Parameters
+        ----------
+        states : Tensor, shape (N, S)
+        controls : Tensor, shape (N, U), optional
+        grad_value : Tensor, shape (N, S)
+            ``v̄``, the cotangent of ``f(h, u)``.
+        grad_jacobian : Tensor, shape (N, S, S)
+            ``J̄``, the cotangent of ``∂f/∂h``.
+
+        Returns
+        -------
+        Tensor, shape (N, S)
+        """
+        self.check_controls(controls)
+        activation = states if controls is None else torch.cat([states, controls], -1)
+        *hidden_layers, output = self.residual  # the output layer's value is not needed
+        linears, activations, slopes = [], [], []
+        for layer in hidden_layers:
+            activation = layer(activation)
+            if isinstance(layer, nn.Linear):
+                linears.append(layer)
+            else:
+                activations.append(activation)
+                slopes.append(1.0 - activation.square())
+        linears.append(output)
+        first = linears[0].weight[:, : self.state_dim] if self.control_dim else linears[0].weight
+        rights = [first]  # R_k (H_k, S), then (N, H_k, S)
+        for slope, layer in zip(slopes[:-1], linears[1:-1]):
+            rights.append(layer.weight @ (slope.unsqueeze(-1) * rights[-1]))
+        left = linears[-1].weight  # L_k: (S, H_k), then (N, S, H_k)
+        grad_activation = grad_value @ left  # ā of the last hidden layer, from the value
+        for k in reversed(range(len(slopes))):
+            # s̄_k = diag(L_kᵀ J̄ R_kᵀ), from (J̄ᵀ L_k)ᵀ: one matrix product over the whole batch
+            grad_slope = ((grad_jacobian.mT @ left) * rights[k].mT).sum(-2)
+            grad_activation = grad_activation.addcmul(activations[k], grad_slope, value=-2.0)  # ds = −2 a da
+            grad_pre = grad_activation * slopes[k]  # d tanh(x) = (1 − tanh²) dx
+            grad_activation = grad_pre @ linears[k].weight
+            if k:
+                left = (left * slopes[k].unsqueeze(-2)) @ linears[k].weight
+        return torch.addmm(grad_activation[..., : self.state_dim], grad_value, self.transition)
+
 
 DYNAMICS = {"linear": LinearDynamics, "mlp": MLPDynamics}

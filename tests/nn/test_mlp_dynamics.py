@@ -136,3 +136,17 @@ def test_long_float32_sequences_stay_finite_and_psd(moments):
         result = model(x).filtered
     assert torch.isfinite(result.filtered_mean).all() and torch.isfinite(result.log_likelihood).all()
     assert float(torch.linalg.eigvalsh(result.filtered_cov.double()).min()) > -1e-5
+
+
+@pytest.mark.parametrize("control_dim,hidden", [(0, (16,)), (2, (16,)), (0, (6, 5)), (3, (4, 3, 5))])
+def test_state_vjp_matches_autograd_through_value_and_jacobian(control_dim, hidden):
+    _, mlp = pair(control_dim=control_dim, hidden=hidden)
+    randomize_residual(mlp)
+    h = torch.randn(5, 4, dtype=DT, requires_grad=True)
+    u = torch.randn(5, control_dim, dtype=DT) if control_dim else None
+    value, jac = mlp.value_and_jacobian(h, u)
+    grad_value, grad_jac = torch.randn_like(value), torch.randn_like(jac)
+    (expected,) = torch.autograd.grad((value, jac), h, (grad_value, grad_jac))
+    with torch.no_grad():
+        got = mlp.state_vjp(h, u, grad_value, grad_jac)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)

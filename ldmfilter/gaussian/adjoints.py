@@ -1,0 +1,135 @@
+"""Reverse-mode derivatives of the Kalman steps in :mod:`.steps`, written out by hand.
+
+The first-order filter's hand-written reverse pass (:mod:`.ekf_adjoint`) chains these instead of
+letting autograd record a few dozen small operations per step.  Each function takes the
+cotangents of a step's outputs and returns those of its inputs, with the conventions of
+torch's own derivatives: a symmetric matrix that enters only through a Cholesky factor gets the
+symmetric gradient, and a matrix a step symmetrises gets the symmetrised cotangent.  The tests
+compare every one with autograd through the forward step.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .linalg import cholesky_solve, matmul, symmetrize
+
+__all__ = [
+    "cholesky_adjoint",
+    "condition_adjoint",
+    "linear_observation_adjoint",
+    "observation_matrix_adjoint",
+    "predict_cov_adjoint",
+]
+
+
+def cholesky_adjoint(chol: torch.Tensor, grad_chol: torch.Tensor) -> torch.Tensor:
+    """Cotangent of ``Σ`` given that of its lower Cholesky factor ``C``: ``C⁻ᵀ Φ(Cᵀ C̄) C⁻¹``.
+
+    ``Φ`` keeps the lower triangle and halves the diagonal, taken symmetric (as torch's own
+    ``linalg.cholesky`` derivative does).
+
+    Parameters
+    ----------
+    chol, grad_chol : Tensor, shape (*batch, L, L)
+
+    Returns
+    -------
+    Tensor, shape (*batch, L, L)
+        Symmetric.
+    """
+    inner = (chol.mT @ grad_chol).tril()
+    inner = 0.5 * (inner + inner.tril(-1).mT)
+    inner = torch.linalg.solve_triangular(chol.mT, inner, upper=True, left=True)
+    return torch.linalg.solve_triangular(chol, inner, upper=False, left=False)
+
+
+def condition_adjoint(chol, cross_t, innovation, grad_mean, grad_cov):
+    """Reverse of :func:`~.steps.condition` (``m = m⁻ + Xᵀ Σ⁻¹ e``, ``P = sym(P⁻ − Xᵀ Σ⁻¹ X)``).
+
+    With ``[U | v] = Σ⁻¹ [X | e]`` (one Cholesky solve), ``G = sym(P̄)`` and ``a = U m̄``::
+
+        X̄ = v m̄ᵀ − 2 U G,   Σ̄ = U G Uᵀ − sym(a vᵀ),   ē = a,   P̄⁻ = G,   m̄⁻ = m̄
+
+    Parameters
+    ----------
+    chol : Tensor, shape (*batch, L, L)
+        Lower Cholesky factor of ``Σ`` from the forward step.
+    cross_t : Tensor, shape (*batch, L, S)
+        ``X = Cov[x, z]ᵀ``.
+    innovation : Tensor, shape (*batch, L)
+    grad_mean : Tensor, shape (*batch, S)
+    grad_cov : Tensor, shape (*batch, S, S)
+
+    Returns
+    -------
+    grad_cross_t : Tensor, shape (*batch, L, S)
+    grad_innovation_cov : Tensor, shape (*batch, L, L)
+        Symmetric; add :func:`cholesky_adjoint` for a cotangent of ``C`` itself.
+    grad_innovation : Tensor, shape (*batch, L)
+    grad_pred_cov : Tensor, shape (*batch, S, S)
+        Symmetric.
+    """
+    state_dim = cross_t.shape[-1]
+    gain_t, weights = cholesky_solve(torch.cat([cross_t, innovation.unsqueeze(-1)], -1), chol).split([state_dim, 1], -1)
+    grad_pred_cov = symmetrize(grad_cov)
+    spread = matmul(gain_t, grad_pred_cov)  # U G
+    pulled = gain_t @ grad_mean.unsqueeze(-1)  # a = U m̄, (*batch, L, 1)
+    grad_cross_t = weights * grad_mean.unsqueeze(-2) - 2.0 * spread
+    grad_innovation_cov = matmul(spread, gain_t.mT) - symmetrize(pulled @ weights.mT)
+    return grad_cross_t, grad_innovation_cov, pulled.squeeze(-1), grad_pred_cov
+
+
+def linear_observation_adjoint(observation_matrix, grad_cross_t, grad_innovation_cov, grad_innovation):
+    """Reverse of ``X = H P⁻``, ``Σ = X Hᵀ + R``, ``e = z − H m⁻`` for the state's belief.
+
+    Parameters
+    ----------
+    observation_matrix : Tensor, shape (L, S) or (*batch, L, S)
+    grad_cross_t : Tensor, shape (*batch, L, S)
+    grad_innovation_cov : Tensor, shape (*batch, L, L)
+        Symmetric.
+    grad_innovation : Tensor, shape (*batch, L)
+
+    Returns
+    -------
+    grad_pred_cov : Tensor, shape (*batch, S, S)
+        ``(Σ̄ H + X̄)ᵀ H``, as autograd gives through ``Cov[x, z] = P⁻ Hᵀ`` (``R̄ = Σ̄`` and
+        ``z̄ = ē`` need no work).
+    grad_pred_mean : Tensor, shape (*batch, S)
+        ``−Hᵀ ē``.
+    """
+    H = observation_matrix
+    pulled = grad_cross_t + grad_innovation_cov @ H  # Σ̄ H + X̄
+    return pulled.mT @ H, -(grad_innovation.unsqueeze(-2) @ H).squeeze(-2)
+
+
+def observation_matrix_adjoint(observation_matrix, pred_mean, pred_cov, grad_cross_t, grad_innovation_cov, grad_innovation):
+    """``H̄ = (2 Σ̄ H + X̄) P⁻ − ē m⁻ᵀ`` for :func:`linear_observation_adjoint`'s step, shape (*batch, L, S)."""
+    return (2.0 * grad_innovation_cov @ observation_matrix + grad_cross_t) @ pred_cov - grad_innovation.unsqueeze(-1) * pred_mean.unsqueeze(-2)
+
+
+def predict_cov_adjoint(transition_matrix, cov, grad_pred_cov):
+    """Reverse of :func:`~.steps.predict_cov` (``P⁻ = sym(Q + J P Jᵀ)``) for a symmetric ``P``.
+
+    Parameters
+    ----------
+    transition_matrix : Tensor, shape (*batch, S, S)
+        ``J``.
+    cov : Tensor, shape (*batch, S, S)
+        ``P``, symmetric.
+    grad_pred_cov : Tensor, shape (*batch, S, S)
+
+    Returns
+    -------
+    grad_transition_matrix : Tensor, shape (*batch, S, S)
+        ``2 G J P`` with ``G = sym(P̄⁻)``.
+    grad_cov : Tensor, shape (*batch, S, S)
+        ``Jᵀ G J``.
+    grad_transition_cov : Tensor, shape (*batch, S, S)
+        ``G``.
+    """
+    J = transition_matrix
+    G = symmetrize(grad_pred_cov)
+    GJ = matmul(G, J)
+    return 2.0 * matmul(GJ, cov), matmul(J.mT, GJ), G

@@ -1,0 +1,219 @@
+"""The first-order (EKF) filter with a linear observation model and a hand-written reverse pass.
+
+For a transition ``f`` that is an ``nn.Module`` with ``value_and_jacobian(h, u)`` and
+``state_vjp(h, u, v̄, J̄)`` (as :class:`~ldmfilter.nn.MLPDynamics` has),
+:func:`~.nonlinear.nonlinear_filter` runs the first-order rule here:
+
+* forward: the same recursion as the generic loop (:func:`~.steps.predict_cov` with ``J =
+  ∂f/∂h`` at the filtered mean, then :func:`~.steps.condition`), without recording a graph;
+* backward: the adjoint recursion, step by step from the last (:mod:`.adjoints`); the state's
+  cotangent passes through ``f`` and its Jacobian by ``state_vjp``;
+* then the gradient of ``f``'s parameters (and of the controls) in one batched autograd call over
+  all steps' states.
+
+Autograd would record a few dozen small operations per step, forward and backward; the
+per-step cost of such a recursion is their dispatch, so this halves a training step of
+:class:`~ldmfilter.nn.latent_filter.LatentFilter` with nonlinear dynamics.  The results are the
+generic loop's (the tests compare values and gradients).  First derivatives only: the backward is
+not itself differentiable.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .adjoints import cholesky_adjoint, condition_adjoint, linear_observation_adjoint, observation_matrix_adjoint, predict_cov_adjoint
+from .kalman import at_step
+from .linalg import matmul_add
+from .steps import condition, predict_cov
+
+__all__ = ["supports_adjoint", "first_order_filter"]
+
+
+def supports_adjoint(transition_fn) -> bool:
+    """Whether the first-order filter can run ``transition_fn`` through the hand-written reverse pass."""
+    return (
+        isinstance(transition_fn, torch.nn.Module)
+        and callable(getattr(transition_fn, "value_and_jacobian", None))
+        and callable(getattr(transition_fn, "state_vjp", None))
+    )
+
+
+def first_order_filter(module, called, check, obs, Q, H, R, initial_mean, initial_cov, controls=None):
+    """Run :class:`_FirstOrderFilter` on batched inputs of any batch shape.
+
+    Parameters
+    ----------
+    module : nn.Module
+        The transition, with ``value_and_jacobian`` and ``state_vjp``.
+    called : object
+        ``module``'s two methods in the working dtype (the module itself, or the cast adapter of
+        :mod:`.nonlinear`).
+    check : callable
+        ``check(value, jacobian)``, raising on a wrong width or dtype.
+    obs : Tensor, shape (*batch, T, L)
+        Zero-filled observations in the working dtype.
+    Q : Tensor, shape (S, S) or (*batch, T, S, S)
+    H : Tensor, shape (L, S) or (*batch, T, L, S)
+    R : Tensor, shape (L, L) or (*batch, T, L, L)
+    initial_mean : Tensor, shape (S,) or (*batch, S)
+    initial_cov : Tensor, shape (S, S) or (*batch, S, S)
+    controls : Tensor, shape (*batch, T, U), optional
+        In the module's dtype.
+
+    Returns
+    -------
+    filtered_mean, filtered_cov, predicted_mean, predicted_cov : Tensor
+        Shapes (*batch, T, S) and (*batch, T, S, S).
+    innovations : Tensor, shape (*batch, T, L)
+    innovation_chols : Tensor, shape (*batch, T, L, L)
+    """
+    batch_shape, steps = obs.shape[:-2], obs.shape[-2]
+
+    def flat(x, core_ndim, per_step=True):  # (*b, [T,] *core) → (N, [T,] *core); shared ones as they are
+        if x is None or x.ndim == core_ndim:
+            return x
+        lead = batch_shape + ((steps,) if per_step else ())
+        core = x.shape[-core_ndim:]
+        return x.expand(lead + core).reshape((-1,) + lead[len(batch_shape):] + core)
+
+    outputs = _FirstOrderFilter.apply(
+        module, called, check, obs.reshape((-1,) + obs.shape[-2:]), flat(Q, 2), flat(H, 2), flat(R, 2),
+        flat(initial_mean, 1, False), flat(initial_cov, 2, False), flat(controls, 1), *module.parameters(),
+    )
+    return tuple(x.reshape(batch_shape + x.shape[1:]) for x in outputs)
+
+
+def _step_grad(grads: list, like: torch.Tensor | None, needed: bool):
+    """Gradient of a parameter from its per-step gradients ``grads[t]`` (N, *core), or None."""
+    if not needed:
+        return None
+    if like.ndim == grads[0].ndim - 1:  # shared across series and steps
+        return torch.stack(grads).sum((0, 1))
+    return torch.stack(grads, 1)
+
+
+class _FirstOrderFilter(torch.autograd.Function):
+    """Forward and reverse of the first-order filter over (N, T) series; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, module, called, check, obs, Q, H, R, initial_mean, initial_cov, controls, *params):
+        num, steps, _ = obs.shape
+        state_dim = initial_mean.shape[-1]
+        mean = initial_mean.expand(num, state_dim)
+        cov = initial_cov.expand(num, state_dim, state_dim)
+        names = ("filtered_mean", "filtered_cov", "pred_mean", "pred_cov", "innovation", "chol", "cross_t")
+        records = {name: [] for name in names}
+        jacobians = []
+        for t in range(steps):
+            if t:
+                inputs = None if controls is None else controls[:, t]
+                mean, jacobian = called.value_and_jacobian(mean, inputs)
+                check(mean, jacobian)
+                cov = predict_cov(cov, jacobian, at_step(Q, t, 2))  # P⁻ = J P Jᵀ + Q
+                jacobians.append(jacobian)
+            H_t = at_step(H, t, 2)
+            cross_t = H_t @ cov  # Cov[x, z]ᵀ = H P⁻
+            innovation = obs[:, t] - (H_t @ mean.unsqueeze(-1)).squeeze(-1)  # e = z − H m⁻
+            records["pred_mean"].append(mean)
+            records["pred_cov"].append(cov)
+            mean, cov, chol = condition(mean, cov, cross_t.mT, matmul_add(at_step(R, t, 2), cross_t, H_t.mT), innovation)
+            for name, value in zip(names, (mean, cov, None, None, innovation, chol, cross_t)):
+                if value is not None:
+                    records[name].append(value)
+        stacked = {name: torch.stack(values, 1) for name, values in records.items()}
+        jacobians = torch.stack(jacobians, 1) if jacobians else None
+        ctx.module, ctx.called = module, called
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(
+            *(stacked[name] for name in names), jacobians, Q, H, R, initial_mean, initial_cov, controls
+        )
+        return tuple(stacked[name] for name in names[:-1])
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_fmean, grad_fcov, grad_pmean, grad_pcov, grad_innovation, grad_chol):
+        fmean, fcov, pmean, pcov, innovation, chol, cross_t, jacobians, Q, H, R, m0, P0, controls = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        num, steps, state_dim = fmean.shape
+        adj_mean = fmean.new_zeros(num, state_dim)  # cotangents of the filtered belief at step t
+        adj_cov = fcov.new_zeros(num, state_dim, state_dim)
+        grads = {"obs": [], "Q": [], "H": [], "R": []}
+        value_grads, jacobian_grads = [], []
+        for t in reversed(range(steps)):
+            if grad_fmean is not None:
+                adj_mean = adj_mean + grad_fmean[:, t]
+            if grad_fcov is not None:
+                adj_cov = adj_cov + grad_fcov[:, t]
+            g_cross, g_obs_cov, g_innovation, g_pcov = condition_adjoint(chol[:, t], cross_t[:, t], innovation[:, t], adj_mean, adj_cov)
+            if grad_chol is not None:
+                g_obs_cov = g_obs_cov + cholesky_adjoint(chol[:, t], grad_chol[:, t])
+            if grad_innovation is not None:
+                g_innovation = g_innovation + grad_innovation[:, t]
+            H_t = at_step(H, t, 2)
+            from_obs_cov, from_innovation = linear_observation_adjoint(H_t, g_cross, g_obs_cov, g_innovation)
+            g_pcov = g_pcov + from_obs_cov
+            g_pmean = adj_mean + from_innovation
+            if grad_pcov is not None:
+                g_pcov = g_pcov + grad_pcov[:, t]
+            if grad_pmean is not None:
+                g_pmean = g_pmean + grad_pmean[:, t]
+            grads["obs"].append(g_innovation)
+            grads["R"].append(g_obs_cov)
+            if needs[5]:
+                grads["H"].append(observation_matrix_adjoint(H_t, pmean[:, t], pcov[:, t], g_cross, g_obs_cov, g_innovation))
+            if t == 0:
+                break
+            g_jacobian, adj_cov, g_Q = predict_cov_adjoint(jacobians[:, t - 1], fcov[:, t - 1], g_pcov)
+            grads["Q"].append(g_Q)
+            inputs = None if controls is None else controls[:, t]
+            adj_mean = ctx.called.state_vjp(fmean[:, t - 1], inputs, g_pmean, g_jacobian)
+            value_grads.append(g_pmean)
+            jacobian_grads.append(g_jacobian)
+        for name in grads:
+            grads[name].reverse()
+        if Q.ndim > 2:  # Q_0 is never used
+            grads["Q"].insert(0, torch.zeros_like(Q[:, 0]))
+        out = [
+            torch.stack(grads["obs"], 1) if needs[3] else None,
+            _step_grad(grads["Q"], Q, needs[4] and steps > 1) if grads["Q"] else None,
+            _step_grad(grads["H"], H, needs[5]),
+            _step_grad(grads["R"], R, needs[6]),
+            g_pmean.sum_to_size(m0.shape) if needs[7] else None,
+            g_pcov.sum_to_size(P0.shape) if needs[8] else None,
+        ]
+        return (None, None, None, *out, *_transition_grads(ctx, fmean, controls, value_grads, jacobian_grads))
+
+
+def _transition_grads(ctx, fmean, controls, value_grads, jacobian_grads) -> list:
+    """Gradients of the controls and of the module's parameters, in one batched pass over all steps."""
+    needs = ctx.needs_input_grad
+    params = list(ctx.module.parameters())
+    wanted = [p for p, need in zip(params, needs[10:]) if need]
+    want_controls = controls is not None and needs[9]
+    if not value_grads or not (wanted or want_controls):
+        return [None] * (1 + len(params))
+    value_grads.reverse()
+    jacobian_grads.reverse()
+    state_dim = fmean.shape[-1]
+    dtype = params[0].dtype if params else fmean.dtype
+    states = fmean[:, :-1].reshape(-1, state_dim).to(dtype)
+    with torch.enable_grad():
+        inputs = None
+        if controls is not None:
+            inputs = controls[:, 1:].reshape(-1, controls.shape[-1]).detach().requires_grad_(want_controls)
+        value, jacobian = ctx.module.value_and_jacobian(states, inputs)
+        targets = wanted + ([inputs] if want_controls else [])
+        found = torch.autograd.grad(
+            (value, jacobian), targets,
+            (torch.stack(value_grads, 1).reshape(value.shape).to(value.dtype),
+             torch.stack(jacobian_grads, 1).reshape(jacobian.shape).to(jacobian.dtype)),
+            allow_unused=True,
+        )
+    found = list(found)
+    grad_controls = None
+    if want_controls:
+        grad_controls = torch.cat([torch.zeros_like(controls[:, :1]), found.pop().reshape(controls[:, 1:].shape)], 1)
+    by_param = iter(found)
+    return [grad_controls] + [next(by_param) if need else None for need in needs[10:]]

@@ -44,10 +44,11 @@ def cholesky_adjoint(chol: torch.Tensor, grad_chol: torch.Tensor) -> torch.Tenso
     return torch.linalg.solve_triangular(chol, inner, upper=False, left=False)
 
 
-def condition_adjoint(chol, cross_t, innovation, grad_mean, grad_cov):
+def condition_adjoint(chol, whitened, grad_mean, grad_cov):
     """Reverse of :func:`~.steps.condition` (``m = m⁻ + Xᵀ Σ⁻¹ e``, ``P = sym(P⁻ − Xᵀ Σ⁻¹ X)``).
 
-    With ``[U | v] = Σ⁻¹ [X | e]`` (one Cholesky solve), ``G = sym(P̄)`` and ``a = U m̄``::
+    With ``[U | v] = Σ⁻¹ [X | e] = C⁻ᵀ [W | w]`` (one triangular solve), ``G = P̄`` and
+    ``a = U m̄``::
 
         X̄ = v m̄ᵀ − 2 U G,   Σ̄ = U G Uᵀ − sym(a vᵀ),   ē = a,   P̄⁻ = G,   m̄⁻ = m̄
 
@@ -55,11 +56,12 @@ def condition_adjoint(chol, cross_t, innovation, grad_mean, grad_cov):
     ----------
     chol : Tensor, shape (*batch, L, L)
         Lower Cholesky factor of ``Σ`` from the forward step.
-    cross_t : Tensor, shape (*batch, L, S)
-        ``X = Cov[x, z]ᵀ``.
-    innovation : Tensor, shape (*batch, L)
+    whitened : Tensor, shape (*batch, L, S + 1)
+        ``[W | w] = C⁻¹ [X | e]`` from :func:`~.steps.whitened_condition`, with ``X = Cov[x, z]ᵀ``.
     grad_mean : Tensor, shape (*batch, S)
     grad_cov : Tensor, shape (*batch, S, S)
+        Symmetric (``P`` is symmetrised, so only the symmetric part of its cotangent counts; the
+        caller symmetrises once where it can instead of at every step).
 
     Returns
     -------
@@ -67,17 +69,15 @@ def condition_adjoint(chol, cross_t, innovation, grad_mean, grad_cov):
     grad_innovation_cov : Tensor, shape (*batch, L, L)
         Symmetric; add :func:`cholesky_adjoint` for a cotangent of ``C`` itself.
     grad_innovation : Tensor, shape (*batch, L)
-    grad_pred_cov : Tensor, shape (*batch, S, S)
-        Symmetric.
     """
-    state_dim = cross_t.shape[-1]
-    gain_t, weights = cholesky_solve(torch.cat([cross_t, innovation.unsqueeze(-1)], -1), chol).split([state_dim, 1], -1)
-    grad_pred_cov = symmetrize(grad_cov)
-    spread = matmul(gain_t, grad_pred_cov)  # U G
-    pulled = gain_t @ grad_mean.unsqueeze(-1)  # a = U m̄, (*batch, L, 1)
-    grad_cross_t = weights * grad_mean.unsqueeze(-2) - 2.0 * spread
-    grad_innovation_cov = matmul(spread, gain_t.mT) - symmetrize(pulled @ weights.mT)
-    return grad_cross_t, grad_innovation_cov, pulled.squeeze(-1), grad_pred_cov
+    state_dim = whitened.shape[-1] - 1
+    gain_t, weights = torch.linalg.solve_triangular(chol.mT, whitened, upper=True).split([state_dim, 1], -1)  # [U | v]
+    spread = matmul(gain_t, grad_cov)  # U G
+    pulled = (gain_t * grad_mean.unsqueeze(-2)).sum(-1)  # a = U m̄
+    grad_cross_t = torch.addcmul(spread, weights, grad_mean.unsqueeze(-2), value=-0.5).mul_(-2.0)  # v m̄ᵀ − 2 U G
+    outer = pulled.unsqueeze(-1) * weights.mT  # a vᵀ
+    grad_innovation_cov = torch.add(matmul(spread, gain_t.mT), outer + outer.mT, alpha=-0.5)  # U G Uᵀ − sym(a vᵀ)
+    return grad_cross_t, grad_innovation_cov, pulled
 
 
 def linear_observation_adjoint(observation_matrix, grad_cross_t, grad_innovation_cov, grad_innovation):

@@ -25,8 +25,8 @@ from torch.autograd.function import once_differentiable
 
 from .adjoints import cholesky_adjoint, condition_adjoint, linear_observation_adjoint, observation_matrix_adjoint, predict_cov_adjoint
 from .kalman import at_step
-from .linalg import matmul_add
-from .steps import condition, predict_cov
+from .linalg import matmul_add, symmetrize
+from .steps import predict_cov, whitened_condition
 
 __all__ = ["supports_adjoint", "first_order_filter"]
 
@@ -103,9 +103,7 @@ class _FirstOrderFilter(torch.autograd.Function):
         state_dim = initial_mean.shape[-1]
         mean = initial_mean.expand(num, state_dim)
         cov = initial_cov.expand(num, state_dim, state_dim)
-        names = ("filtered_mean", "filtered_cov", "pred_mean", "pred_cov", "innovation", "chol", "cross_t")
-        records = {name: [] for name in names}
-        jacobians = []
+        fmeans, fcovs, pmeans, pcovs, innovations, chols, whitened, jacobians = [], [], [], [], [], [], [], []
         for t in range(steps):
             if t:
                 inputs = None if controls is None else controls[:, t]
@@ -116,29 +114,32 @@ class _FirstOrderFilter(torch.autograd.Function):
             H_t = at_step(H, t, 2)
             cross_t = H_t @ cov  # Cov[x, z]ᵀ = H P⁻
             innovation = obs[:, t] - (H_t @ mean.unsqueeze(-1)).squeeze(-1)  # e = z − H m⁻
-            records["pred_mean"].append(mean)
-            records["pred_cov"].append(cov)
-            mean, cov, chol = condition(mean, cov, cross_t.mT, matmul_add(at_step(R, t, 2), cross_t, H_t.mT), innovation)
-            for name, value in zip(names, (mean, cov, None, None, innovation, chol, cross_t)):
-                if value is not None:
-                    records[name].append(value)
-        stacked = {name: torch.stack(values, 1) for name, values in records.items()}
-        jacobians = torch.stack(jacobians, 1) if jacobians else None
+            pmeans.append(mean)
+            pcovs.append(cov)
+            innovations.append(innovation)
+            mean, cov, chol, white = whitened_condition(mean, cov, cross_t.mT, matmul_add(at_step(R, t, 2), cross_t, H_t.mT), innovation)
+            fmeans.append(mean)
+            fcovs.append(cov)
+            chols.append(chol)
+            whitened.append(white)
+        outputs = tuple(torch.stack(x, 1) for x in (fmeans, fcovs, pmeans, pcovs, innovations, chols))
         ctx.module, ctx.called = module, called
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(
-            *(stacked[name] for name in names), jacobians, Q, H, R, initial_mean, initial_cov, controls
+            *outputs, torch.stack(whitened, 1), torch.stack(jacobians, 1) if jacobians else None,
+            Q, H, R, initial_mean, initial_cov, controls,
         )
-        return tuple(stacked[name] for name in names[:-1])
+        return outputs
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_fmean, grad_fcov, grad_pmean, grad_pcov, grad_innovation, grad_chol):
-        fmean, fcov, pmean, pcov, innovation, chol, cross_t, jacobians, Q, H, R, m0, P0, controls = ctx.saved_tensors
+        fmean, fcov, pmean, pcov, _, chol, whitened, jacobians, Q, H, R, m0, P0, controls = ctx.saved_tensors
         needs = ctx.needs_input_grad
         num, steps, state_dim = fmean.shape
         adj_mean = fmean.new_zeros(num, state_dim)  # cotangents of the filtered belief at step t
-        adj_cov = fcov.new_zeros(num, state_dim, state_dim)
+        adj_cov = fcov.new_zeros(num, state_dim, state_dim)  # kept symmetric (the filtered P is symmetrised)
+        grad_fcov = None if grad_fcov is None else symmetrize(grad_fcov)
         grads = {"obs": [], "Q": [], "H": [], "R": []}
         value_grads, jacobian_grads = [], []
         for t in reversed(range(steps)):
@@ -146,7 +147,8 @@ class _FirstOrderFilter(torch.autograd.Function):
                 adj_mean = adj_mean + grad_fmean[:, t]
             if grad_fcov is not None:
                 adj_cov = adj_cov + grad_fcov[:, t]
-            g_cross, g_obs_cov, g_innovation, g_pcov = condition_adjoint(chol[:, t], cross_t[:, t], innovation[:, t], adj_mean, adj_cov)
+            g_cross, g_obs_cov, g_innovation = condition_adjoint(chol[:, t], whitened[:, t], adj_mean, adj_cov)
+            g_pcov = adj_cov
             if grad_chol is not None:
                 g_obs_cov = g_obs_cov + cholesky_adjoint(chol[:, t], grad_chol[:, t])
             if grad_innovation is not None:

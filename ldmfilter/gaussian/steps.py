@@ -20,6 +20,7 @@ __all__ = [
     "update_covariance",
     "UPDATE_DTYPE",
     "condition",
+    "whitened_condition",
     "update_mean",
     "innovation_log_likelihood",
     "mask_observation_model",
@@ -166,14 +167,20 @@ def condition(pred_mean, pred_cov, cross_cov, innovation_cov, innovation):
     innovation_chol : Tensor, shape (*batch, L, L)
         Lower Cholesky factor of ``Σ_e``.
     """
+    return whitened_condition(pred_mean, pred_cov, cross_cov, innovation_cov, innovation)[:3]
+
+
+def whitened_condition(pred_mean, pred_cov, cross_cov, innovation_cov, innovation):
+    """:func:`condition`, also returning the whitened block ``[W | w] = C⁻¹ [Cov[x, z]ᵀ | e]``
+    (*batch, L, S + 1) that its reverse (:func:`~.adjoints.condition_adjoint`) starts from."""
     chol = cholesky(innovation_cov, "innovation covariance")
-    rhs = torch.cat([cross_cov.mT, innovation.unsqueeze(-1)], -1)  # [Cov[x, z]ᵀ | e], (*batch, L, S + 1)
-    white, white_innovation = triangular_solve(chol, rhs).split([pred_cov.shape[-1], 1], -1)
-    mean = pred_mean + (white.mT @ white_innovation).squeeze(-1)  # m = m⁻ + Wᵀ w
+    whitened = triangular_solve(chol, torch.cat([cross_cov.mT, innovation.unsqueeze(-1)], -1))  # [W | w]
+    white, white_innovation = whitened.split([pred_cov.shape[-1], 1], -1)
+    mean = pred_mean + (white * white_innovation).sum(-2)  # m = m⁻ + Wᵀ w
     # P = P⁻ − Wᵀ W, symmetrised: under expanding Jacobians the rounding asymmetry otherwise grows
     # over long runs until the downdate loses definiteness
     cov = symmetrize(matmul_add(pred_cov, white.mT, white, alpha=-1.0))
-    return mean, cov, chol
+    return mean, cov, chol, whitened
 
 
 def update_mean(pred_mean, gain, observation, observation_matrix):

@@ -177,6 +177,31 @@ class MLPDynamics(LinearDynamics):
         inputs = states if controls is None else torch.cat([states, controls], -1)
         return self._linear_part(states, controls) + self.residual(inputs)
 
+    def _through_hidden_layers(self, states: torch.Tensor, controls: torch.Tensor | None):
+        """The residual's hidden layers on ``[h, u]``, written out (no module-call overhead per layer).
+
+        Returns
+        -------
+        activation : Tensor, shape (N, H_last)
+            The last hidden layer's output.
+        weights : list of Tensor
+            The hidden layers' weights ``W_0 … W_{K−1}``; the first without its control columns.
+        activations, slopes : list of Tensor, shapes (N, H_k)
+            ``a_k = tanh(…)`` and ``s_k = 1 − a_k²`` (``d tanh(x) = (1 − tanh²(x)) dx``).
+        """
+        activation = states if controls is None else torch.cat([states, controls], -1)
+        weights, activations, slopes = [], [], []
+        *hidden_layers, _ = self.residual
+        for layer in hidden_layers:
+            if isinstance(layer, nn.Linear):
+                activation = activation @ layer.weight.mT + layer.bias
+                weights.append(layer.weight[:, : self.state_dim] if self.control_dim and not weights else layer.weight)
+            else:
+                activation = torch.tanh(activation)
+                activations.append(activation)
+                slopes.append(1.0 - activation.square())
+        return activation, weights, activations, slopes
+
     def value_and_jacobian(self, states: torch.Tensor, controls: torch.Tensor | None = None):
         """``f(h, u)`` and its Jacobian ``∂f/∂h = A + ∂g_θ/∂h`` in one pass (chain rule through the layers).
 
@@ -189,18 +214,11 @@ class MLPDynamics(LinearDynamics):
         jacobian : Tensor, shape (N, S, S)
         """
         self.check_controls(controls)
-        activation = states if controls is None else torch.cat([states, controls], -1)
-        slopes = []  # 1 − tanh² of each hidden layer: d tanh(a) = (1 − tanh²(a)) da
-        for layer in self.residual:
-            activation = layer(activation)
-            if not isinstance(layer, nn.Linear):
-                slopes.append(1.0 - activation.square())
-        value = self._linear_part(states, controls) + activation
-        linears = [layer for layer in self.residual if isinstance(layer, nn.Linear)]
-        jacobian = linears[-1].weight  # reverse accumulation: (S, H) → (N, S, H) → … → (N, S, S)
-        for slope, layer in zip(reversed(slopes), reversed(linears[:-1])):
-            # ∂/∂h only: the first layer's control columns drop out (no slice, and no backward copy, without controls)
-            weight = layer.weight[:, : self.state_dim] if layer is linears[0] and self.control_dim else layer.weight
+        activation, weights, _, slopes = self._through_hidden_layers(states, controls)
+        output = self.residual[-1]
+        value = self._linear_part(states, controls) + (activation @ output.weight.mT + output.bias)
+        jacobian = output.weight  # reverse accumulation: (S, H) → (N, S, H) → … → (N, S, S)
+        for slope, weight in zip(reversed(slopes), reversed(weights)):
             jacobian = (jacobian * slope.unsqueeze(-2)) @ weight
         return value, self.transition + jacobian
 
@@ -228,31 +246,21 @@ class MLPDynamics(LinearDynamics):
         Tensor, shape (N, S)
         """
         self.check_controls(controls)
-        activation = states if controls is None else torch.cat([states, controls], -1)
-        *hidden_layers, output = self.residual  # the output layer's value is not needed
-        linears, activations, slopes = [], [], []
-        for layer in hidden_layers:
-            activation = layer(activation)
-            if isinstance(layer, nn.Linear):
-                linears.append(layer)
-            else:
-                activations.append(activation)
-                slopes.append(1.0 - activation.square())
-        linears.append(output)
-        first = linears[0].weight[:, : self.state_dim] if self.control_dim else linears[0].weight
-        rights = [first]  # R_k (H_k, S), then (N, H_k, S)
-        for slope, layer in zip(slopes[:-1], linears[1:-1]):
-            rights.append(layer.weight @ (slope.unsqueeze(-1) * rights[-1]))
-        left = linears[-1].weight  # L_k: (S, H_k), then (N, S, H_k)
+        _, weights, activations, slopes = self._through_hidden_layers(states, controls)
+        full_first = self.residual[0].weight  # with its control columns: ā reaches [h, u]
+        rights = [weights[0]]  # R_k (H_k, S), then (N, H_k, S)
+        for slope, weight in zip(slopes[:-1], weights[1:]):
+            rights.append(weight @ (slope.unsqueeze(-1) * rights[-1]))
+        left = self.residual[-1].weight  # L_k: (S, H_k), then (N, S, H_k)
         grad_activation = grad_value @ left  # ā of the last hidden layer, from the value
         for k in reversed(range(len(slopes))):
             # s̄_k = diag(L_kᵀ J̄ R_kᵀ), from (J̄ᵀ L_k)ᵀ: one matrix product over the whole batch
             grad_slope = ((grad_jacobian.mT @ left) * rights[k].mT).sum(-2)
             grad_activation = grad_activation.addcmul(activations[k], grad_slope, value=-2.0)  # ds = −2 a da
             grad_pre = grad_activation * slopes[k]  # d tanh(x) = (1 − tanh²) dx
-            grad_activation = grad_pre @ linears[k].weight
+            grad_activation = grad_pre @ (weights[k] if k else full_first)
             if k:
-                left = (left * slopes[k].unsqueeze(-2)) @ linears[k].weight
+                left = (left * slopes[k].unsqueeze(-2)) @ weights[k]
         return torch.addmm(grad_activation[..., : self.state_dim], grad_value, self.transition)
 
 

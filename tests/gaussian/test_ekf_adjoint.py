@@ -17,7 +17,8 @@ from ldmfilter.gaussian import nonlinear_filter
 from ldmfilter.gaussian.adjoints import cholesky_adjoint, condition_adjoint, linear_observation_adjoint, observation_matrix_adjoint, predict_cov_adjoint
 from ldmfilter.gaussian.ekf_adjoint import supports_adjoint
 from ldmfilter.gaussian.linalg import matmul_add
-from ldmfilter.gaussian.steps import condition, predict_cov
+from ldmfilter.gaussian.linalg import symmetrize
+from ldmfilter.gaussian.steps import predict_cov, whitened_condition
 from ldmfilter.nn import MLPDynamics
 
 DT = torch.float64
@@ -67,20 +68,18 @@ def test_step_adjoints_equal_autograd():
     pred_cov = predict_cov(P, J, Q)
     cross_t = H @ pred_cov
     innovation = z - m @ H.T
-    mean, cov, chol = condition(m, pred_cov, cross_t.mT, matmul_add(R, cross_t, H.mT), innovation)
+    mean, cov, chol, whitened = whitened_condition(m, pred_cov, cross_t.mT, matmul_add(R, cross_t, H.mT), innovation)
     g_mean, g_cov, g_chol = (torch.randn(x.shape, generator=gen, dtype=DT) for x in (mean, cov, chol))
 
-    # update: cotangents of X, Σ, e and P⁻ (through X = H P⁻ too) against autograd
-    leaves = (pred_cov, cross_t, innovation)
-    expected = _vjp((mean, cov, chol), leaves, (g_mean, g_cov, g_chol))
-    g_cross, g_obs_cov, g_innovation, g_pcov = condition_adjoint(chol.detach(), cross_t.detach(), innovation.detach(), g_mean, g_cov)
+    # update, then X = H P⁻, Σ = X Hᵀ + R, e = z − H m⁻; then P⁻ = J P Jᵀ + Q: every leaf against autograd
+    g_cross, g_obs_cov, g_innovation = condition_adjoint(chol.detach(), whitened.detach(), g_mean, symmetrize(g_cov))
+    g_pcov = symmetrize(g_cov)  # P = sym(P⁻ − Wᵀ W)
     g_obs_cov = g_obs_cov + cholesky_adjoint(chol.detach(), g_chol)
     from_obs, from_innovation = linear_observation_adjoint(H.detach(), g_cross, g_obs_cov, g_innovation)
     full = _vjp((mean, cov, chol), (P, J, Q, H, R, m, z), (g_mean, g_cov, g_chol))
-    torch.testing.assert_close(g_innovation, expected[2], rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(g_innovation, full[6], rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(g_obs_cov.sum(0), full[4], rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(from_innovation, -g_innovation @ H.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g_mean + from_innovation, full[5], rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(
         observation_matrix_adjoint(H.detach(), m.detach(), pred_cov.detach(), g_cross, g_obs_cov, g_innovation).sum(0),
         full[3], rtol=1e-12, atol=1e-12,

@@ -20,6 +20,7 @@ __all__ = [
     "linear_observation_adjoint",
     "observation_matrix_adjoint",
     "predict_cov_adjoint",
+    "selection_observation_adjoint_",
 ]
 
 
@@ -102,6 +103,29 @@ def linear_observation_adjoint(observation_matrix, grad_cross_t, grad_innovation
     H = observation_matrix
     pulled = grad_cross_t + grad_innovation_cov @ H  # Σ̄ H + X̄
     return pulled.mT @ H, -(grad_innovation.unsqueeze(-2) @ H).squeeze(-2)
+
+
+def selection_observation_adjoint_(grad_pred_cov, grad_pred_mean, grad_cross_t, grad_innovation_cov, grad_innovation):
+    """:func:`linear_observation_adjoint` for ``H = [I_L 0]``, added in place to ``P̄⁻`` and ``m̄⁻``.
+
+    Then ``X = P⁻[:L]``, ``Σ = P⁻[:L, :L] + R`` and ``e = z − m⁻[:L]``: ``X̄ᵀ`` adds to the first
+    ``L`` columns of ``P̄⁻``, ``Σ̄`` to its leading block, and ``−ē`` to the first ``L`` entries of
+    ``m̄⁻``.  Slices instead of products with ``H``.
+
+    Parameters
+    ----------
+    grad_pred_cov : Tensor, shape (*batch, S, S)
+        Modified in place.
+    grad_pred_mean : Tensor, shape (*batch, S)
+        Modified in place.
+    grad_cross_t : Tensor, shape (*batch, L, S)
+    grad_innovation_cov : Tensor, shape (*batch, L, L)
+    grad_innovation : Tensor, shape (*batch, L)
+    """
+    obs_dim = grad_innovation.shape[-1]
+    grad_pred_cov[..., :obs_dim] += grad_cross_t.mT
+    grad_pred_cov[..., :obs_dim, :obs_dim] += grad_innovation_cov
+    grad_pred_mean[..., :obs_dim] -= grad_innovation
 
 
 def observation_matrix_adjoint(observation_matrix, pred_mean, pred_cov, grad_cross_t, grad_innovation_cov, grad_innovation):

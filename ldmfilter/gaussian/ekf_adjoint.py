@@ -23,7 +23,14 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from .adjoints import cholesky_adjoint, condition_adjoint, linear_observation_adjoint, observation_matrix_adjoint, predict_cov_adjoint
+from .adjoints import (
+    cholesky_adjoint,
+    condition_adjoint,
+    linear_observation_adjoint,
+    observation_matrix_adjoint,
+    predict_cov_adjoint,
+    selection_observation_adjoint_,
+)
 from .kalman import at_step
 from .linalg import matmul_add, symmetrize
 from .steps import predict_cov, whitened_condition
@@ -78,11 +85,17 @@ def first_order_filter(module, called, check, obs, Q, H, R, initial_mean, initia
         core = x.shape[-core_ndim:]
         return x.expand(lead + core).reshape((-1,) + lead[len(batch_shape):] + core)
 
+    obs_dim, state_dim = H.shape[-2:]
+    selects = H.ndim == 2 and torch.equal(H, torch.eye(obs_dim, state_dim, dtype=H.dtype, device=H.device))
     outputs = _FirstOrderFilter.apply(
-        module, called, check, obs.reshape((-1,) + obs.shape[-2:]), flat(Q, 2), flat(H, 2), flat(R, 2),
+        module, called, check, selects, obs.reshape((-1,) + obs.shape[-2:]), flat(Q, 2), flat(H, 2), flat(R, 2),
         flat(initial_mean, 1, False), flat(initial_cov, 2, False), flat(controls, 1), *module.parameters(),
     )
     return tuple(x.reshape(batch_shape + x.shape[1:]) for x in outputs)
+
+
+SETTINGS = ("module", "called", "check", "selects")  # _FirstOrderFilter's leading arguments, then its tensors:
+INPUTS = ("obs", "Q", "H", "R", "initial_mean", "initial_cov", "controls")  # then the module's parameters
 
 
 def _step_grad(grads: list, like: torch.Tensor | None, needed: bool):
@@ -98,8 +111,8 @@ class _FirstOrderFilter(torch.autograd.Function):
     """Forward and reverse of the first-order filter over (N, T) series; see the module docstring."""
 
     @staticmethod
-    def forward(ctx, module, called, check, obs, Q, H, R, initial_mean, initial_cov, controls, *params):
-        num, steps, _ = obs.shape
+    def forward(ctx, module, called, check, selects, obs, Q, H, R, initial_mean, initial_cov, controls, *params):
+        num, steps, obs_dim = obs.shape
         state_dim = initial_mean.shape[-1]
         mean = initial_mean.expand(num, state_dim)
         cov = initial_cov.expand(num, state_dim, state_dim)
@@ -111,19 +124,23 @@ class _FirstOrderFilter(torch.autograd.Function):
                 check(mean, jacobian)
                 cov = predict_cov(cov, jacobian, at_step(Q, t, 2))  # P⁻ = J P Jᵀ + Q
                 jacobians.append(jacobian)
-            H_t = at_step(H, t, 2)
-            cross_t = H_t @ cov  # Cov[x, z]ᵀ = H P⁻
-            innovation = obs[:, t] - (H_t @ mean.unsqueeze(-1)).squeeze(-1)  # e = z − H m⁻
+            H_t, R_t = at_step(H, t, 2), at_step(R, t, 2)
+            if selects:  # H = [I 0]: slices instead of products
+                cross_t, innovation, obs_cov = cov[:, :obs_dim], obs[:, t] - mean[:, :obs_dim], cov[:, :obs_dim, :obs_dim] + R_t
+            else:
+                cross_t = H_t @ cov  # Cov[x, z]ᵀ = H P⁻
+                innovation = obs[:, t] - (H_t @ mean.unsqueeze(-1)).squeeze(-1)  # e = z − H m⁻
+                obs_cov = matmul_add(R_t, cross_t, H_t.mT)  # Σ_e = H P⁻ Hᵀ + R
             pmeans.append(mean)
             pcovs.append(cov)
             innovations.append(innovation)
-            mean, cov, chol, white = whitened_condition(mean, cov, cross_t.mT, matmul_add(at_step(R, t, 2), cross_t, H_t.mT), innovation)
+            mean, cov, chol, white = whitened_condition(mean, cov, cross_t.mT, obs_cov, innovation)
             fmeans.append(mean)
             fcovs.append(cov)
             chols.append(chol)
             whitened.append(white)
         outputs = tuple(torch.stack(x, 1) for x in (fmeans, fcovs, pmeans, pcovs, innovations, chols))
-        ctx.module, ctx.called = module, called
+        ctx.module, ctx.called, ctx.selects = module, called, selects
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(
             *outputs, torch.stack(whitened, 1), torch.stack(jacobians, 1) if jacobians else None,
@@ -135,7 +152,7 @@ class _FirstOrderFilter(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_fmean, grad_fcov, grad_pmean, grad_pcov, grad_innovation, grad_chol):
         fmean, fcov, pmean, pcov, _, chol, whitened, jacobians, Q, H, R, m0, P0, controls = ctx.saved_tensors
-        needs = ctx.needs_input_grad
+        needs = dict(zip(INPUTS, ctx.needs_input_grad[len(SETTINGS):]))
         num, steps, state_dim = fmean.shape
         adj_mean = fmean.new_zeros(num, state_dim)  # cotangents of the filtered belief at step t
         adj_cov = fcov.new_zeros(num, state_dim, state_dim)  # kept symmetric (the filtered P is symmetrised)
@@ -148,22 +165,24 @@ class _FirstOrderFilter(torch.autograd.Function):
             if grad_fcov is not None:
                 adj_cov = adj_cov + grad_fcov[:, t]
             g_cross, g_obs_cov, g_innovation = condition_adjoint(chol[:, t], whitened[:, t], adj_mean, adj_cov)
-            g_pcov = adj_cov
             if grad_chol is not None:
                 g_obs_cov = g_obs_cov + cholesky_adjoint(chol[:, t], grad_chol[:, t])
             if grad_innovation is not None:
                 g_innovation = g_innovation + grad_innovation[:, t]
             H_t = at_step(H, t, 2)
-            from_obs_cov, from_innovation = linear_observation_adjoint(H_t, g_cross, g_obs_cov, g_innovation)
-            g_pcov = g_pcov + from_obs_cov
-            g_pmean = adj_mean + from_innovation
+            if ctx.selects:  # adj_mean and adj_cov are this step's own tensors: add in place
+                g_pcov, g_pmean = adj_cov, adj_mean
+                selection_observation_adjoint_(g_pcov, g_pmean, g_cross, g_obs_cov, g_innovation)
+            else:
+                from_obs_cov, from_innovation = linear_observation_adjoint(H_t, g_cross, g_obs_cov, g_innovation)
+                g_pcov, g_pmean = adj_cov + from_obs_cov, adj_mean + from_innovation
             if grad_pcov is not None:
                 g_pcov = g_pcov + grad_pcov[:, t]
             if grad_pmean is not None:
                 g_pmean = g_pmean + grad_pmean[:, t]
             grads["obs"].append(g_innovation)
             grads["R"].append(g_obs_cov)
-            if needs[5]:
+            if needs["H"]:
                 grads["H"].append(observation_matrix_adjoint(H_t, pmean[:, t], pcov[:, t], g_cross, g_obs_cov, g_innovation))
             if t == 0:
                 break
@@ -178,22 +197,23 @@ class _FirstOrderFilter(torch.autograd.Function):
         if Q.ndim > 2:  # Q_0 is never used
             grads["Q"].insert(0, torch.zeros_like(Q[:, 0]))
         out = [
-            torch.stack(grads["obs"], 1) if needs[3] else None,
-            _step_grad(grads["Q"], Q, needs[4] and steps > 1) if grads["Q"] else None,
-            _step_grad(grads["H"], H, needs[5]),
-            _step_grad(grads["R"], R, needs[6]),
-            g_pmean.sum_to_size(m0.shape) if needs[7] else None,
-            g_pcov.sum_to_size(P0.shape) if needs[8] else None,
+            torch.stack(grads["obs"], 1) if needs["obs"] else None,
+            _step_grad(grads["Q"], Q, needs["Q"] and steps > 1) if grads["Q"] else None,
+            _step_grad(grads["H"], H, needs["H"]),
+            _step_grad(grads["R"], R, needs["R"]),
+            g_pmean.sum_to_size(m0.shape) if needs["initial_mean"] else None,
+            g_pcov.sum_to_size(P0.shape) if needs["initial_cov"] else None,
         ]
-        return (None, None, None, *out, *_transition_grads(ctx, fmean, controls, value_grads, jacobian_grads))
+        grad_controls, *grad_params = _transition_grads(ctx, fmean, controls, value_grads, jacobian_grads)
+        return (*(None for _ in SETTINGS), *out, grad_controls, *grad_params)
 
 
 def _transition_grads(ctx, fmean, controls, value_grads, jacobian_grads) -> list:
     """Gradients of the controls and of the module's parameters, in one batched pass over all steps."""
-    needs = ctx.needs_input_grad
+    param_needs = ctx.needs_input_grad[len(SETTINGS) + len(INPUTS):]
     params = list(ctx.module.parameters())
-    wanted = [p for p, need in zip(params, needs[10:]) if need]
-    want_controls = controls is not None and needs[9]
+    wanted = [p for p, need in zip(params, param_needs) if need]
+    want_controls = controls is not None and ctx.needs_input_grad[len(SETTINGS) + INPUTS.index("controls")]
     if not value_grads or not (wanted or want_controls):
         return [None] * (1 + len(params))
     value_grads.reverse()
@@ -218,4 +238,4 @@ def _transition_grads(ctx, fmean, controls, value_grads, jacobian_grads) -> list
     if want_controls:
         grad_controls = torch.cat([torch.zeros_like(controls[:, :1]), found.pop().reshape(controls[:, 1:].shape)], 1)
     by_param = iter(found)
-    return [grad_controls] + [next(by_param) if need else None for need in needs[10:]]
+    return [grad_controls] + [next(by_param) if need else None for need in param_needs]

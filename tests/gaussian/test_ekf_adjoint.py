@@ -92,7 +92,7 @@ def test_step_adjoints_equal_autograd():
     torch.testing.assert_close(g_Q.sum(0), full[2], rtol=1e-12, atol=1e-12)
 
 
-def _problem(dtype, control_dim=0, hidden=(6,), mask=False, time_varying=False, batch=(3,), seed=0):
+def _problem(dtype, control_dim=0, hidden=(6,), mask=False, time_varying=False, batch=(3,), seed=0, selection=False):
     gen = torch.Generator().manual_seed(seed)
     S, L, T = 4, 2, 7
     dyn = MLPDynamics(S, L, control_dim=control_dim, hidden=hidden)
@@ -104,7 +104,7 @@ def _problem(dtype, control_dim=0, hidden=(6,), mask=False, time_varying=False, 
     args = {
         "observations": torch.randn(*batch, T, L, generator=gen, dtype=DT).to(dtype),
         "transition_cov": (0.1 * _spd(*batch, T, n=S, gen=gen) if time_varying else 0.1 * _spd(n=S, gen=gen)).to(dtype),
-        "observation_matrix": torch.randn(L, S, generator=gen, dtype=DT).to(dtype),
+        "observation_matrix": (torch.eye(L, S, dtype=DT) if selection else torch.randn(L, S, generator=gen, dtype=DT)).to(dtype),
         "observation_cov": (_spd(*batch, T, n=L, gen=gen) if time_varying else _spd(n=L, gen=gen)).to(dtype),
         "initial_mean": torch.randn(S, generator=gen, dtype=DT).to(dtype),
         "initial_cov": _spd(n=S, gen=gen).to(dtype),
@@ -137,6 +137,8 @@ def _values_and_grads(transition, dyn, args):
         {"control_dim": 1, "hidden": (5, 4), "mask": True},
         {"batch": (2, 2), "time_varying": True},
         {"batch": ()},
+        {"selection": True},  # H = [I 0]: the update's slices
+        {"selection": True, "control_dim": 2, "time_varying": True},
     ],
 )
 def test_filter_values_and_gradients_equal_the_autograd_recursion(options):
@@ -151,8 +153,9 @@ def test_filter_values_and_gradients_equal_the_autograd_recursion(options):
             torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
-def test_float32_values_and_gradients_match_the_autograd_recursion():
-    dyn, args = _problem(torch.float32, control_dim=2, mask=True)
+@pytest.mark.parametrize("options", [{"mask": True}, {"selection": True}])
+def test_float32_values_and_gradients_match_the_autograd_recursion(options):
+    dyn, args = _problem(torch.float32, control_dim=2, **options)
     fast_values, fast_grads = _values_and_grads(dyn, dyn, args)
     values, grads = _values_and_grads(Generic(dyn), dyn, args)
     for got, want in zip(fast_values, values):

@@ -47,16 +47,16 @@ def supports_adjoint(transition_fn) -> bool:
     )
 
 
-def first_order_filter(module, called, check, obs, Q, H, R, initial_mean, initial_cov, controls=None):
+def first_order_filter(module, dtype, check, obs, Q, H, R, initial_mean, initial_cov, controls=None):
     """Run :class:`_FirstOrderFilter` on batched inputs of any batch shape.
 
     Parameters
     ----------
     module : nn.Module
         The transition, with ``value_and_jacobian`` and ``state_vjp``.
-    called : object
-        ``module``'s two methods in the working dtype (the module itself, or the cast adapter of
-        :mod:`.nonlinear`).
+    dtype : torch.dtype
+        The module's dtype: states are cast to it for each call, the results back to the working
+        dtype (that of ``obs``).
     check : callable
         ``check(value, jacobian)``, raising on a wrong width or dtype.
     obs : Tensor, shape (*batch, T, L)
@@ -88,13 +88,13 @@ def first_order_filter(module, called, check, obs, Q, H, R, initial_mean, initia
     obs_dim, state_dim = H.shape[-2:]
     selects = H.ndim == 2 and torch.equal(H, torch.eye(obs_dim, state_dim, dtype=H.dtype, device=H.device))
     outputs = _FirstOrderFilter.apply(
-        module, called, check, selects, obs.reshape((-1,) + obs.shape[-2:]), flat(Q, 2), flat(H, 2), flat(R, 2),
+        module, dtype, check, selects, obs.reshape((-1,) + obs.shape[-2:]), flat(Q, 2), flat(H, 2), flat(R, 2),
         flat(initial_mean, 1, False), flat(initial_cov, 2, False), flat(controls, 1), *module.parameters(),
     )
     return tuple(x.reshape(batch_shape + x.shape[1:]) for x in outputs)
 
 
-SETTINGS = ("module", "called", "check", "selects")  # _FirstOrderFilter's leading arguments, then its tensors:
+SETTINGS = ("module", "dtype", "check", "selects")  # _FirstOrderFilter's leading arguments, then its tensors:
 INPUTS = ("obs", "Q", "H", "R", "initial_mean", "initial_cov", "controls")  # then the module's parameters
 
 
@@ -111,17 +111,18 @@ class _FirstOrderFilter(torch.autograd.Function):
     """Forward and reverse of the first-order filter over (N, T) series; see the module docstring."""
 
     @staticmethod
-    def forward(ctx, module, called, check, selects, obs, Q, H, R, initial_mean, initial_cov, controls, *params):
+    def forward(ctx, module, dtype, check, selects, obs, Q, H, R, initial_mean, initial_cov, controls, *params):
         num, steps, obs_dim = obs.shape
         state_dim = initial_mean.shape[-1]
         mean = initial_mean.expand(num, state_dim)
         cov = initial_cov.expand(num, state_dim, state_dim)
-        fmeans, fcovs, pmeans, pcovs, innovations, chols, whitened, jacobians = [], [], [], [], [], [], [], []
+        fmeans, fcovs, pmeans, pcovs, innovations, chols, whitened, jacobians, states = [], [], [], [], [], [], [], [], []
         for t in range(steps):
             if t:
-                inputs = None if controls is None else controls[:, t]
-                mean, jacobian = called.value_and_jacobian(mean, inputs)
+                states.append(mean.to(dtype))  # f and J at the filtered mean, in the module's dtype
+                mean, jacobian = module.value_and_jacobian(states[-1], None if controls is None else controls[:, t])
                 check(mean, jacobian)
+                mean, jacobian = mean.to(obs.dtype), jacobian.to(obs.dtype)
                 cov = predict_cov(cov, jacobian, at_step(Q, t, 2))  # P⁻ = J P Jᵀ + Q
                 jacobians.append(jacobian)
             H_t, R_t = at_step(H, t, 2), at_step(R, t, 2)
@@ -140,18 +141,16 @@ class _FirstOrderFilter(torch.autograd.Function):
             chols.append(chol)
             whitened.append(white)
         outputs = tuple(torch.stack(x, 1) for x in (fmeans, fcovs, pmeans, pcovs, innovations, chols))
-        ctx.module, ctx.called, ctx.selects = module, called, selects
+        ctx.module, ctx.selects = module, selects
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(
-            *outputs, torch.stack(whitened, 1), torch.stack(jacobians, 1) if jacobians else None,
-            Q, H, R, initial_mean, initial_cov, controls,
-        )
+        steps_after_first = [torch.stack(x, 1) if x else None for x in (states, jacobians)]
+        ctx.save_for_backward(*outputs, torch.stack(whitened, 1), *steps_after_first, Q, H, R, initial_mean, initial_cov, controls)
         return outputs
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_fmean, grad_fcov, grad_pmean, grad_pcov, grad_innovation, grad_chol):
-        fmean, fcov, pmean, pcov, _, chol, whitened, jacobians, Q, H, R, m0, P0, controls = ctx.saved_tensors
+        fmean, fcov, pmean, pcov, _, chol, whitened, states, jacobians, Q, H, R, m0, P0, controls = ctx.saved_tensors
         needs = dict(zip(INPUTS, ctx.needs_input_grad[len(SETTINGS):]))
         num, steps, state_dim = fmean.shape
         adj_mean = fmean.new_zeros(num, state_dim)  # cotangents of the filtered belief at step t
@@ -189,7 +188,8 @@ class _FirstOrderFilter(torch.autograd.Function):
             g_jacobian, adj_cov, g_Q = predict_cov_adjoint(jacobians[:, t - 1], fcov[:, t - 1], g_pcov)
             grads["Q"].append(g_Q)
             inputs = None if controls is None else controls[:, t]
-            adj_mean = ctx.called.state_vjp(fmean[:, t - 1], inputs, g_pmean, g_jacobian)
+            grads_in_model_dtype = (g_pmean.to(states.dtype), g_jacobian.to(states.dtype))
+            adj_mean = ctx.module.state_vjp(states[:, t - 1], inputs, *grads_in_model_dtype).to(fmean.dtype)
             value_grads.append(g_pmean)
             jacobian_grads.append(g_jacobian)
         for name in grads:
@@ -204,11 +204,11 @@ class _FirstOrderFilter(torch.autograd.Function):
             g_pmean.sum_to_size(m0.shape) if needs["initial_mean"] else None,
             g_pcov.sum_to_size(P0.shape) if needs["initial_cov"] else None,
         ]
-        grad_controls, *grad_params = _transition_grads(ctx, fmean, controls, value_grads, jacobian_grads)
+        grad_controls, *grad_params = _transition_grads(ctx, states, controls, value_grads, jacobian_grads)
         return (*(None for _ in SETTINGS), *out, grad_controls, *grad_params)
 
 
-def _transition_grads(ctx, fmean, controls, value_grads, jacobian_grads) -> list:
+def _transition_grads(ctx, states, controls, value_grads, jacobian_grads) -> list:
     """Gradients of the controls and of the module's parameters, in one batched pass over all steps."""
     param_needs = ctx.needs_input_grad[len(SETTINGS) + len(INPUTS):]
     params = list(ctx.module.parameters())
@@ -218,9 +218,7 @@ def _transition_grads(ctx, fmean, controls, value_grads, jacobian_grads) -> list
         return [None] * (1 + len(params))
     value_grads.reverse()
     jacobian_grads.reverse()
-    state_dim = fmean.shape[-1]
-    dtype = params[0].dtype if params else fmean.dtype
-    states = fmean[:, :-1].reshape(-1, state_dim).to(dtype)
+    states = states.reshape(-1, states.shape[-1])
     with torch.enable_grad():
         inputs = None
         if controls is not None:

@@ -47,8 +47,7 @@ class _CalledIn:
     States (and anything else a moment rule passes) are cast down to ``dtype`` before the call and
     the results cast up to ``work`` after it, so a float32 model keeps its float32 function while
     the belief recursion runs in :data:`~ldmfilter.gaussian.steps.UPDATE_DTYPE`.  ``fn``'s own
-    ``value_and_jacobian`` (see :func:`~ldmfilter.gaussian.value_and_jacobian`) and ``state_vjp``
-    (see :mod:`~ldmfilter.gaussian.ekf_adjoint`) are kept.
+    ``value_and_jacobian`` (see :func:`~ldmfilter.gaussian.value_and_jacobian`) is kept.
     """
 
     def __init__(self, fn: Callable, name: str, dtype: torch.dtype, work: torch.dtype):
@@ -56,9 +55,6 @@ class _CalledIn:
         given = getattr(fn, "value_and_jacobian", None)
         if given is not None:
             self.value_and_jacobian = lambda x, *inputs: tuple(self._up(v) for v in given(x.to(dtype), *inputs))
-        vjp = getattr(fn, "state_vjp", None)
-        if vjp is not None:
-            self.state_vjp = lambda x, inputs, *grads: self._up(vjp(x.to(dtype), inputs, *(g.to(dtype) for g in grads)))
 
     def _up(self, value):
         if not isinstance(value, torch.Tensor):
@@ -156,21 +152,20 @@ def nonlinear_filter(
     work = UPDATE_DTYPE if torch.finfo(dtype).bits < torch.finfo(UPDATE_DTYPE).bits else dtype
     obs, Q, R, initial_mean, initial_cov = (x.to(work) for x in (obs, Q, R, initial_mean, initial_cov))
     H = None if H is None else H.to(work)
-    raw_transition_fn = transition_fn
-    if work != dtype:
-        transition_fn = _CalledIn(transition_fn, "transition_fn", dtype, work)
-        observation_fn = None if observation_fn is None else _CalledIn(observation_fn, "observation_fn", dtype, work)
     if H is not None and observed is not None:
         H, R = mask_observation_model(H, R, observed)
 
-    if method == "linearize" and H is not None and supports_adjoint(raw_transition_fn):
+    if method == "linearize" and H is not None and supports_adjoint(transition_fn):
 
         def check(value, jacobian):
-            check_image_width(value, state_dim, "transition_fn", work)
-            check_image_width(jacobian, state_dim, "transition_fn's Jacobian", work)
+            check_image_width(value, state_dim, "transition_fn", dtype)
+            check_image_width(jacobian, state_dim, "transition_fn's Jacobian", dtype)
 
-        recursion = first_order_filter(raw_transition_fn, transition_fn, check, obs, Q, H, R, initial_mean, initial_cov, transition_inputs)
+        recursion = first_order_filter(transition_fn, dtype, check, obs, Q, H, R, initial_mean, initial_cov, transition_inputs)
     else:
+        if work != dtype:
+            transition_fn = _CalledIn(transition_fn, "transition_fn", dtype, work)
+            observation_fn = None if observation_fn is None else _CalledIn(observation_fn, "observation_fn", dtype, work)
         recursion = _recursion(
             obs, transition_fn, Q, H, R, initial_mean, initial_cov, method, observed, observation_fn, transition_inputs, rule_options
         )

@@ -158,6 +158,7 @@ class _FirstOrderFilter(torch.autograd.Function):
         grad_fcov = None if grad_fcov is None else symmetrize(grad_fcov)
         grads = {"obs": [], "Q": [], "H": [], "R": []}
         value_grads, jacobian_grads = [], []
+        hidden = _hidden_layers(ctx.module, states, controls)
         for t in reversed(range(steps)):
             if grad_fmean is not None:
                 adj_mean = adj_mean + grad_fmean[:, t]
@@ -189,7 +190,8 @@ class _FirstOrderFilter(torch.autograd.Function):
             grads["Q"].append(g_Q)
             inputs = None if controls is None else controls[:, t]
             grads_in_model_dtype = (g_pmean.to(states.dtype), g_jacobian.to(states.dtype))
-            adj_mean = ctx.module.state_vjp(states[:, t - 1], inputs, *grads_in_model_dtype).to(fmean.dtype)
+            options = {} if hidden is None else {"hidden": hidden.rows(slice((t - 1) * num, t * num))}
+            adj_mean = ctx.module.state_vjp(states[:, t - 1], inputs, *grads_in_model_dtype, **options).to(fmean.dtype)
             value_grads.append(g_pmean)
             jacobian_grads.append(g_jacobian)
         for name in grads:
@@ -206,6 +208,15 @@ class _FirstOrderFilter(torch.autograd.Function):
         ]
         grad_controls, *grad_params = _transition_grads(ctx, states, controls, value_grads, jacobian_grads)
         return (*(None for _ in SETTINGS), *out, grad_controls, *grad_params)
+
+
+def _hidden_layers(module, states, controls):
+    """``module.hidden_layers`` at every step's states at once (time-major rows), if it has them."""
+    if states is None or not callable(getattr(module, "hidden_layers", None)):
+        return None
+    rows = states.transpose(0, 1).reshape(-1, states.shape[-1])
+    inputs = None if controls is None else controls[:, 1:].transpose(0, 1).reshape(-1, controls.shape[-1])
+    return module.hidden_layers(rows, inputs)
 
 
 def _transition_grads(ctx, states, controls, value_grads, jacobian_grads) -> list:

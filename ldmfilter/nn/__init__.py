@@ -1,6 +1,6 @@
 """Networks: encoders, noise models, dynamics and the predictive latent models."""
 
-from .dynamics import DYNAMICS, LinearDynamics, MLPDynamics, spectral_radius
+from .dynamics import DYNAMICS, HiddenLayers, LinearDynamics, MLPDynamics, spectral_radius
 from .encoders import ConvEncoder, MLPEncoder, make_mlp
 from .latent_filter import LatentKalmanFilter, PredictiveOutput
 from .noise import NOISE_KINDS, InputDependentNoise, LearnedDiagonalNoise, ScaledIdentityNoise, make_noise
@@ -10,6 +10,7 @@ from .rnn_predictor import LatentRNNModel, RNNPredictor
 __all__ = [
     "LinearDynamics",
     "MLPDynamics",
+    "HiddenLayers",
     "DYNAMICS",
     "spectral_radius",
     "MLPEncoder",

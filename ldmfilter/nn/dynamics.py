@@ -6,12 +6,14 @@ Both take optional control inputs ``u_t`` (the input acting on the transition in
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
 from .encoders import make_mlp
 
-__all__ = ["LinearDynamics", "MLPDynamics", "DYNAMICS", "spectral_radius"]
+__all__ = ["LinearDynamics", "MLPDynamics", "HiddenLayers", "DYNAMICS", "spectral_radius"]
 
 
 def spectral_radius(matrix: torch.Tensor) -> torch.Tensor:
@@ -116,6 +118,27 @@ class LinearDynamics(nn.Module):
         return False
 
 
+class HiddenLayers(NamedTuple):
+    """The hidden layers of :class:`MLPDynamics`' residual at a batch of rows (:meth:`MLPDynamics.hidden_layers`).
+
+    Attributes
+    ----------
+    weights : list of Tensor
+        The hidden layers' weights ``W_0 … W_{K−1}``, shapes (H_k, H_{k−1}); the first without its
+        control columns, (H_0, S).
+    activations, slopes : list of Tensor, shapes (N, H_k)
+        ``a_k = tanh(W_k a_{k−1} + c_k)`` and ``s_k = 1 − a_k²`` (``d tanh(x) = (1 − tanh²(x)) dx``).
+    """
+
+    weights: list
+    activations: list
+    slopes: list
+
+    def rows(self, index) -> "HiddenLayers":
+        """The same layers at ``rows[index]`` (a slice or index along the batch axis)."""
+        return HiddenLayers(self.weights, [a[index] for a in self.activations], [s[index] for s in self.slopes])
+
+
 class MLPDynamics(LinearDynamics):
     """``h_t = A (h_{t−1} − b) + b + B u_t + g_θ(h_{t−1}, u_t) + w_t``: linear plus a bounded residual.
 
@@ -177,17 +200,17 @@ class MLPDynamics(LinearDynamics):
         inputs = states if controls is None else torch.cat([states, controls], -1)
         return self._linear_part(states, controls) + self.residual(inputs)
 
-    def _through_hidden_layers(self, states: torch.Tensor, controls: torch.Tensor | None):
+    def hidden_layers(self, states: torch.Tensor, controls: torch.Tensor | None = None) -> "HiddenLayers":
         """The residual's hidden layers on ``[h, u]``, written out (no module-call overhead per layer).
+
+        Parameters
+        ----------
+        states : Tensor, shape (N, S)
+        controls : Tensor, shape (N, U), optional
 
         Returns
         -------
-        activation : Tensor, shape (N, H_last)
-            The last hidden layer's output.
-        weights : list of Tensor
-            The hidden layers' weights ``W_0 … W_{K−1}``; the first without its control columns.
-        activations, slopes : list of Tensor, shapes (N, H_k)
-            ``a_k = tanh(…)`` and ``s_k = 1 − a_k²`` (``d tanh(x) = (1 − tanh²(x)) dx``).
+        HiddenLayers
         """
         activation = states if controls is None else torch.cat([states, controls], -1)
         weights, activations, slopes = [], [], []
@@ -200,7 +223,7 @@ class MLPDynamics(LinearDynamics):
                 activation = torch.tanh(activation)
                 activations.append(activation)
                 slopes.append(1.0 - activation.square())
-        return activation, weights, activations, slopes
+        return HiddenLayers(weights, activations, slopes)
 
     def value_and_jacobian(self, states: torch.Tensor, controls: torch.Tensor | None = None):
         """``f(h, u)`` and its Jacobian ``∂f/∂h = A + ∂g_θ/∂h`` in one pass (chain rule through the layers).
@@ -214,15 +237,22 @@ class MLPDynamics(LinearDynamics):
         jacobian : Tensor, shape (N, S, S)
         """
         self.check_controls(controls)
-        activation, weights, _, slopes = self._through_hidden_layers(states, controls)
+        weights, activations, slopes = self.hidden_layers(states, controls)
         output = self.residual[-1]
-        value = self._linear_part(states, controls) + (activation @ output.weight.mT + output.bias)
+        value = self._linear_part(states, controls) + (activations[-1] @ output.weight.mT + output.bias)
         jacobian = output.weight  # reverse accumulation: (S, H) → (N, S, H) → … → (N, S, S)
         for slope, weight in zip(reversed(slopes), reversed(weights)):
             jacobian = (jacobian * slope.unsqueeze(-2)) @ weight
         return value, self.transition + jacobian
 
-    def state_vjp(self, states: torch.Tensor, controls: torch.Tensor | None, grad_value: torch.Tensor, grad_jacobian: torch.Tensor):
+    def state_vjp(
+        self,
+        states: torch.Tensor,
+        controls: torch.Tensor | None,
+        grad_value: torch.Tensor,
+        grad_jacobian: torch.Tensor,
+        hidden: "HiddenLayers | None" = None,
+    ):
         """Gradient with respect to ``h`` of ``⟨v̄, f(h, u)⟩ + ⟨J̄, ∂f/∂h⟩`` (the reverse pass of :meth:`value_and_jacobian`).
 
         The filter's hand-written reverse pass (:mod:`ldmfilter.gaussian.ekf_adjoint`) calls this
@@ -240,13 +270,16 @@ class MLPDynamics(LinearDynamics):
             ``v̄``, the cotangent of ``f(h, u)``.
         grad_jacobian : Tensor, shape (N, S, S)
             ``J̄``, the cotangent of ``∂f/∂h``.
+        hidden : HiddenLayers, optional
+            :meth:`hidden_layers` at these rows, when already computed (the filter's reverse pass
+            computes them for all steps at once).
 
         Returns
         -------
         Tensor, shape (N, S)
         """
         self.check_controls(controls)
-        _, weights, activations, slopes = self._through_hidden_layers(states, controls)
+        weights, activations, slopes = self.hidden_layers(states, controls) if hidden is None else hidden
         full_first = self.residual[0].weight  # with its control columns: ā reaches [h, u]
         rights = [weights[0]]  # R_k (H_k, S), then (N, H_k, S)
         for slope, weight in zip(slopes[:-1], weights[1:]):

@@ -6,7 +6,8 @@ Three parts, each writing its own section of ``benchmarks/results/nonlinear.md``
 * ``cost``: optimiser-step time of ``LDMFilter``'s model (forward, backward, Adam) with the
   linear transition and with ``dynamics="mlp"`` under each moment rule, on two workloads: the
   paper's figure-8 recipe (10×10 frames, MLP encoder, S=10, L=5, fixed R) and the pendulum
-  recipe (24×24 frames, linear encoder, S=16, L=10, input-dependent R).  Median of repeats.
+  recipe (24×24 frames, linear encoder, S=16, L=10, input-dependent R).  Medians of
+  interleaved rounds (every predictor timed in each round).
 * ``wobbly``: the identifiability experiment (METHOD.md §5): Kalman-linear vs Kalman-MLP vs the
   paper's RNN predictor, all with the kNN-entropy objective and the paper's 10×200 encoder;
   linear-probe R² from the filtered state (the RNN: from its latents) to the true 2-D position
@@ -54,8 +55,8 @@ PAPER_WOBBLY_R2 = 0.94  # the paper's RNN predictor, 10,000 sequences, 20 epochs
 
 @dataclass(frozen=True)
 class Settings:
-    cost_steps: int = 20
-    cost_repeats: int = 3
+    cost_steps: int = 10
+    cost_repeats: int = 9
     wobbly_train: int = 2000
     wobbly_test: int = 100
     wobbly_epochs: int = 5
@@ -72,7 +73,7 @@ class Settings:
 
 
 FULL = Settings()
-QUICK = replace(FULL, cost_steps=3, cost_repeats=1, wobbly_train=64, wobbly_test=16, wobbly_epochs=1,
+QUICK = replace(FULL, cost_steps=2, cost_repeats=2, wobbly_train=64, wobbly_test=16, wobbly_epochs=1,
                 pendulum_train=40, pendulum_test=12, lorenz_levels=(20.0,), lorenz_origins=(50, 80),
                 lorenz=lorenz_benchmark.QUICK)
 
@@ -85,8 +86,8 @@ def variants(rules=RULES):
 # --------------------------------------------------------------------------- cost
 
 
-def step_seconds(model: LDMFilter, obs_shape: tuple, batch: int, steps: int, n: int) -> float:
-    """Seconds per optimiser step of the model ``LDMFilter`` builds, on random frames."""
+def make_step(model: LDMFilter, obs_shape: tuple, batch: int, steps: int):
+    """One optimiser step (forward, stop-gradient loss, backward, Adam) of the model ``LDMFilter`` builds, on random frames."""
     net = model._build_model(obs_shape, None)
     x = torch.randn((batch, steps) + obs_shape, generator=torch.Generator().manual_seed(0))
     optimizer = torch.optim.Adam(net.parameters(), 1e-4)
@@ -97,15 +98,16 @@ def step_seconds(model: LDMFilter, obs_shape: tuple, batch: int, steps: int, n: 
         loss.backward()
         optimizer.step()
 
-    for _ in range(2):
-        step()
-    started = time.perf_counter()
-    for _ in range(n):
-        step()
-    return (time.perf_counter() - started) / n
+    return step
 
 
 def run_cost(settings: Settings, log=print) -> dict:
+    """Seconds per step of each predictor, timed in interleaved rounds.
+
+    Every round times ``cost_steps`` steps of each predictor in turn (the order rotating from
+    round to round), so that a slowdown of a shared host falls on all of them alike; the medians
+    over ``cost_repeats`` rounds are reported.
+    """
     workloads = {
         "figure-8 recipe (10×10 frames, MLP encoder (100,), S=10, L=5, fixed R, batch 8 × 100 steps)":
             ((10, 10), 8, 100, dict(state_dim=10, latent_dim=5)),
@@ -116,24 +118,35 @@ def run_cost(settings: Settings, log=print) -> dict:
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     for workload, (shape, batch, steps, kwargs) in workloads.items():
-        rows = {}
+        stepper = {}
         for name, extra in variants(settings.rules):
             model = LDMFilter(**kwargs, **extra, dynamics_hidden=settings.dynamics_hidden, verbose=False)
-            times = [step_seconds(model, shape, batch, steps, settings.cost_steps) for _ in range(settings.cost_repeats)]
-            rows[name] = statistics.median(times)
-            log(f"  {workload[:20]} {name:<20s} {1e3 * rows[name]:.1f} ms/step")
-        out[workload] = rows
+            stepper[name] = make_step(model, shape, batch, steps)
+            for _ in range(2):  # warm-up
+                stepper[name]()
+        times = {name: [] for name in stepper}
+        names = list(stepper)
+        for round_ in range(settings.cost_repeats):
+            for name in names[round_ % len(names):] + names[: round_ % len(names)]:
+                started = time.perf_counter()
+                for _ in range(settings.cost_steps):
+                    stepper[name]()
+                times[name].append((time.perf_counter() - started) / settings.cost_steps)
+        out[workload] = {name: statistics.median(values) for name, values in times.items()}
+        for name, seconds in out[workload].items():
+            log(f"  {workload[:20]} {name:<20s} {1e3 * seconds:.1f} ms/step")
     return out
 
 
 def render_cost(out: dict, settings: Settings) -> str:
-    lines = [f"Median over {settings.cost_repeats} repeats of {settings.cost_steps} optimiser steps (after 2 warm-up "
-             "steps) of forward, stop-gradient loss, backward and Adam; float32, 1 intra-op thread. Residual MLP "
+    lines = [f"Median over {settings.cost_repeats} interleaved rounds of {settings.cost_steps} optimiser steps per "
+             "predictor (after 2 warm-up steps; each round times every predictor in turn, in rotating order) of "
+             "forward, stop-gradient loss, backward and Adam; float32, 1 intra-op thread. Residual MLP "
              f"g_θ: hidden {settings.dynamics_hidden}.", ""]
     for workload, rows in out.items():
         lines += [f"**{workload}**", "", "| predictor | ms per step | relative to linear |", "| --- | --- | --- |"]
         base = rows["linear"]
-        lines += [f"| {name} | {1e3 * s:.1f} | {s / base:.1f}× |" for name, s in rows.items()]
+        lines += [f"| {name} | {1e3 * s:.1f} | {s / base:.2f}× |" for name, s in rows.items()]
         lines.append("")
     return "\n".join(lines)
 

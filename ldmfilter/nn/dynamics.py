@@ -240,9 +240,15 @@ class MLPDynamics(LinearDynamics):
         weights, activations, slopes = self.hidden_layers(states, controls)
         output = self.residual[-1]
         value = self._linear_part(states, controls) + (activations[-1] @ output.weight.mT + output.bias)
-        jacobian = output.weight  # reverse accumulation: (S, H) → (N, S, H) → … → (N, S, S)
-        for slope, weight in zip(reversed(slopes), reversed(weights)):
-            jacobian = (jacobian * slope.unsqueeze(-2)) @ weight
+        if len(slopes) == 1:
+            # one hidden layer: ∂g/∂h = W_1 diag(s) W_0 is linear in s, J_ij = Σ_h s_h (W_1)_ih (W_0)_hj; as
+            # one product with the (S², H) outer products its gradient needs no (N, S, H) intermediates
+            outer = (output.weight.unsqueeze(-2) * weights[0].mT).reshape(-1, output.weight.shape[-1])
+            jacobian = (slopes[0] @ outer.mT).unflatten(-1, (self.state_dim, self.state_dim))
+        else:
+            jacobian = output.weight  # reverse accumulation: (S, H) → (N, S, H) → … → (N, S, S)
+            for slope, weight in zip(reversed(slopes), reversed(weights)):
+                jacobian = (jacobian * slope.unsqueeze(-2)) @ weight
         return value, self.transition + jacobian
 
     def state_vjp(

@@ -121,15 +121,10 @@ def cholesky(matrix: torch.Tensor, name: str = "matrix") -> torch.Tensor:
     NotPositiveDefiniteError
         If the matrix is not positive definite even after the largest jitter.
     """
-    if matrix.ndim > 2:  # batched: the unchecked kernel plus one check is cheaper
-        factor, info = torch.linalg.cholesky_ex(matrix)
-        if not info.any():
-            return factor
-    else:
-        try:
-            return torch.linalg.cholesky(matrix)
-        except RuntimeError:  # torch.linalg.LinAlgError subclasses RuntimeError
-            pass
+    try:
+        return torch.linalg.cholesky(matrix)
+    except RuntimeError:  # torch.linalg.LinAlgError subclasses RuntimeError
+        pass
     if not torch.isfinite(matrix).all():
         raise NotPositiveDefiniteError(f"{name} contains NaN or inf entries; cannot factorise it")
     eye = torch.eye(matrix.shape[-1], dtype=matrix.dtype, device=matrix.device)

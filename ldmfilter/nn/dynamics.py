@@ -217,7 +217,7 @@ class MLPDynamics(LinearDynamics):
         *hidden_layers, _ = self.residual
         for layer in hidden_layers:
             if isinstance(layer, nn.Linear):
-                activation = activation @ layer.weight.mT + layer.bias
+                activation = nn.functional.linear(activation, layer.weight, layer.bias)
                 weights.append(layer.weight[:, : self.state_dim] if self.control_dim and not weights else layer.weight)
             else:
                 activation = torch.tanh(activation)

@@ -11,11 +11,12 @@ For a transition ``f`` that is an ``nn.Module`` with ``value_and_jacobian(h, u)`
 * then the gradient of ``f``'s parameters (and of the controls) in one batched autograd call over
   all steps' states.
 
-Autograd would record a few dozen small operations per step, forward and backward; the
-per-step cost of such a recursion is their dispatch, so this halves a training step of
-:class:`~ldmfilter.nn.latent_filter.LatentFilter` with nonlinear dynamics.  The results are the
-generic loop's (the tests compare values and gradients).  First derivatives only: the backward is
-not itself differentiable.
+Autograd would record a few dozen small operations per step, forward and backward, and such a
+recursion's cost is their dispatch: this path takes about a third off a training step of
+:class:`~ldmfilter.nn.LatentKalmanFilter` with ``MLPDynamics`` (``benchmarks/nonlinear.py``).
+The results are the generic loop's (the tests compare values and every input's gradient).  First
+derivatives only: the backward is not itself differentiable, and ``torch.func`` transforms
+(``vmap``, ``jacrev``) do not apply to it.
 """
 
 from __future__ import annotations

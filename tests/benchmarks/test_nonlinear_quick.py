@@ -29,3 +29,5 @@ def test_rules_option_restricts_the_mlp_rows(load_benchmark):
     results = module.main(["--quick", "--parts", "cost", "--rules", "linearize", "--no-write"])
     for rows in results["cost"].values():
         assert set(rows) == {"linear", "MLP, linearize"}
+    text = module.render_cost(results["cost"], module.QUICK)
+    assert "interleaved rounds" in text and "| linear | " in text and "1.00× |" in text

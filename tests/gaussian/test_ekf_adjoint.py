@@ -181,6 +181,19 @@ def test_gradcheck_through_the_adjoint_filter():
     assert torch.autograd.gradcheck(run, (obs, inputs, cov))
 
 
+def test_a_single_step_has_gradients_for_the_update_only():
+    dyn, args = _problem(DT, time_varying=True)
+    args = {k: v.detach()[..., :1, :, :] if k in ("transition_cov", "observation_cov") else v for k, v in args.items()}
+    args["observations"] = args["observations"].detach()[..., :1, :].requires_grad_()
+    values, grads = _values_and_grads(dyn, dyn, args)
+    _, expected = _values_and_grads(Generic(dyn), dyn, args)
+    assert values[0].shape[-2] == 1
+    for got, want in zip(grads, expected):
+        assert (got is None) == (want is None)
+        if want is not None:
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
 def test_the_reverse_pass_is_first_order_only():
     dyn, args = _problem(DT)
     result = nonlinear_filter(transition_fn=dyn, **args)

@@ -12,6 +12,11 @@ gives ``E[z]``, ``Cov[z]`` and ``Cov[x, z]``.  Either way the update is Gaussian
 those moments (:func:`~.steps.condition`, whitened form).  For float32 inputs the recursion runs
 in float64 (:data:`~.steps.UPDATE_DTYPE`) and the functions are called in float32; the results
 come back in float32.
+
+The first-order rule with a linear observation and a transition module that has
+``value_and_jacobian`` and ``state_vjp`` (:class:`~ldmfilter.nn.MLPDynamics`) runs through
+:mod:`.ekf_adjoint`: the same results, with a hand-written reverse pass instead of autograd's
+record of every small operation.
 """
 
 from __future__ import annotations
@@ -98,7 +103,9 @@ def nonlinear_filter(
         NaN entries are missing.
     transition_fn : callable
         ``f``: ``(N, S) -> (N, S)``, or ``(N, S), (N, U) -> (N, S)`` when ``transition_inputs``
-        is given; rows independent.
+        is given; rows independent.  An ``nn.Module`` with ``value_and_jacobian`` and
+        ``state_vjp`` methods takes the hand-written reverse pass under ``"linearize"``
+        (:mod:`~ldmfilter.gaussian.ekf_adjoint`).
     transition_cov : Tensor, shape (S, S) or (*batch, T, S, S)
     observation_matrix : Tensor, shape (L, S) or (*batch, T, L, S), or None
         Must be None exactly when ``observation_fn`` is given.

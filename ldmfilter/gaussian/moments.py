@@ -18,7 +18,17 @@ import torch
 
 from .linalg import cholesky, symmetrize
 
-__all__ = ["PropagatedMoments", "value_and_jacobian", "linearize", "unscented", "cubature", "propagate", "MOMENT_RULES"]
+__all__ = [
+    "PropagatedMoments",
+    "SigmaRule",
+    "sigma_rule",
+    "value_and_jacobian",
+    "linearize",
+    "unscented",
+    "cubature",
+    "propagate",
+    "MOMENT_RULES",
+]
 
 
 class PropagatedMoments(NamedTuple):
@@ -117,29 +127,95 @@ def linearize(fn: Callable, mean: torch.Tensor, cov: torch.Tensor, inputs: torch
     return PropagatedMoments(out, symmetrize(jac @ cross), cross)
 
 
-def _sigma_rule(fn, mean, cov, inputs, spread: float, weight_center_mean: float, weight_center_cov: float):
-    """Symmetric sigma-point rule with points ``m ± √spread · (columns of chol P)``."""
-    state_dim = mean.shape[-1]
-    batch_shape = torch.broadcast_shapes(mean.shape[:-1], cov.shape[:-2])
-    factor = cholesky(cov, "belief covariance (sigma points)").expand(batch_shape + cov.shape[-2:])
-    offsets = spread**0.5 * factor.mT  # rows are scaled columns of the factor
-    centre = mean.expand(batch_shape + (state_dim,)).unsqueeze(-2)
-    deviations = torch.cat([offsets, -offsets], -2)  # (*batch, 2S, S)
-    with_centre = weight_center_mean != 0.0 or weight_center_cov != 0.0
-    points = torch.cat([centre, centre + deviations], -2) if with_centre else centre + deviations
+class SigmaRule(NamedTuple):
+    """A symmetric sigma-point rule: points ``m ± √spread · Lᵢ`` (``L`` the Cholesky factor of
+    ``P``), each with weight ``1/(2 spread)``, and a centre point ``m`` when either centre weight is
+    non-zero.
+
+    Attributes
+    ----------
+    spread : float
+    centre_mean, centre_cov : float
+        The centre point's weights in the mean and in the covariance.
+    """
+
+    spread: float
+    centre_mean: float
+    centre_cov: float
+
+    @property
+    def with_centre(self) -> bool:
+        return self.centre_mean != 0.0 or self.centre_cov != 0.0
+
+    @property
+    def weight(self) -> float:
+        """Weight of each non-centre point (mean and covariance)."""
+        return 1.0 / (2.0 * self.spread)
+
+    def points(self, mean: torch.Tensor, cov: torch.Tensor):
+        """The sigma points of ``N(mean, cov)``.
+
+        Returns
+        -------
+        points : Tensor, shape (*batch, n, S)
+            The centre first when there is one, then ``m + √spread Lᵢ`` and ``m − √spread Lᵢ``.
+        factor : Tensor, shape (*batch, S, S)
+            ``L`` (with the jitter policy of :func:`~.linalg.cholesky`).
+        deviations : Tensor, shape (*batch, 2S, S)
+            The non-centre points minus ``m``.
+        """
+        state_dim = mean.shape[-1]
+        batch_shape = torch.broadcast_shapes(mean.shape[:-1], cov.shape[:-2])
+        factor = cholesky(cov, "belief covariance (sigma points)").expand(batch_shape + cov.shape[-2:])
+        offsets = self.spread**0.5 * factor.mT  # rows are scaled columns of the factor
+        centre = mean.expand(batch_shape + (state_dim,)).unsqueeze(-2)
+        deviations = torch.cat([offsets, -offsets], -2)
+        points = torch.cat([centre, centre + deviations], -2) if self.with_centre else centre + deviations
+        return points, factor, deviations
+
+    def moments(self, images: torch.Tensor, deviations: torch.Tensor) -> PropagatedMoments:
+        """``E[y]``, ``Cov[y]`` and ``Cov[x, y]`` from the images ``y`` (*batch, n, D) of :meth:`points`."""
+        weight = self.weight
+        if self.with_centre:
+            centre_image, images = images[..., 0, :], images[..., 1:, :]
+            out_mean = self.centre_mean * centre_image + weight * images.sum(-2)
+            centre_dev = (centre_image - out_mean).unsqueeze(-1)
+            extra = self.centre_cov * centre_dev @ centre_dev.mT
+        else:
+            out_mean, extra = weight * images.sum(-2), 0.0
+        dev = images - out_mean.unsqueeze(-2)
+        out_cov = symmetrize(weight * dev.mT @ dev + extra)
+        cross = weight * deviations.mT @ dev
+        return PropagatedMoments(out_mean, out_cov, cross)
+
+
+def sigma_rule(method: str, state_dim: int, alpha: float = 1.0, beta: float = 2.0, kappa: float = 0.0) -> SigmaRule:
+    """The :class:`SigmaRule` of ``"unscented"`` (with its parameters) or ``"cubature"`` in ``S = state_dim`` dimensions.
+
+    Unscented: ``λ = α² (S + κ) − S``; points ``m`` and ``m ± √(S + λ) Lᵢ``; mean weights
+    ``λ/(S+λ)`` (centre) and ``1/(2(S+λ))``; the centre's covariance weight adds ``1 − α² + β``.
+    Cubature: ``2S`` points ``m ± √S Lᵢ`` with equal weights ``1/(2S)``.
+
+    Raises
+    ------
+    ValueError
+        For another method, or unscented parameters with ``S + λ ≤ 0``.
+    """
+    if method == "cubature":
+        return SigmaRule(float(state_dim), 0.0, 0.0)
+    if method != "unscented":
+        raise ValueError(f"sigma-point rules are 'unscented' and 'cubature', got {method!r}")
+    lam = alpha**2 * (state_dim + kappa) - state_dim
+    spread = state_dim + lam
+    if spread <= 0:
+        raise ValueError(f"unscented: alpha**2 * (S + kappa) must be positive, got {spread} (S={state_dim})")
+    return SigmaRule(spread, lam / spread, lam / spread + 1.0 - alpha**2 + beta)
+
+
+def _sigma_moments(rule: SigmaRule, fn, mean, cov, inputs) -> PropagatedMoments:
+    points, _, deviations = rule.points(mean, cov)
     images = _call(fn, points, None if inputs is None else inputs.unsqueeze(-2))
-    weight = 1.0 / (2.0 * spread)
-    if with_centre:
-        centre_image, images = images[..., 0, :], images[..., 1:, :]
-        out_mean = weight_center_mean * centre_image + weight * images.sum(-2)
-        centre_dev = (centre_image - out_mean).unsqueeze(-1)
-        extra = weight_center_cov * centre_dev @ centre_dev.mT
-    else:
-        out_mean, extra = weight * images.sum(-2), 0.0
-    dev = images - out_mean.unsqueeze(-2)
-    out_cov = symmetrize(weight * dev.mT @ dev + extra)
-    cross = weight * deviations.mT @ dev
-    return PropagatedMoments(out_mean, out_cov, cross)
+    return rule.moments(images, deviations)
 
 
 def unscented(
@@ -170,12 +246,7 @@ def unscented(
     -------
     PropagatedMoments
     """
-    state_dim = mean.shape[-1]
-    lam = alpha**2 * (state_dim + kappa) - state_dim
-    spread = state_dim + lam
-    if spread <= 0:
-        raise ValueError(f"unscented: alpha**2 * (S + kappa) must be positive, got {spread} (S={state_dim})")
-    return _sigma_rule(fn, mean, cov, inputs, spread, lam / spread, lam / spread + 1.0 - alpha**2 + beta)
+    return _sigma_moments(sigma_rule("unscented", mean.shape[-1], alpha, beta, kappa), fn, mean, cov, inputs)
 
 
 def cubature(fn: Callable, mean: torch.Tensor, cov: torch.Tensor, inputs: torch.Tensor | None = None) -> PropagatedMoments:
@@ -190,7 +261,7 @@ def cubature(fn: Callable, mean: torch.Tensor, cov: torch.Tensor, inputs: torch.
     -------
     PropagatedMoments
     """
-    return _sigma_rule(fn, mean, cov, inputs, float(mean.shape[-1]), 0.0, 0.0)
+    return _sigma_moments(sigma_rule("cubature", mean.shape[-1]), fn, mean, cov, inputs)
 
 
 MOMENT_RULES = {"linearize": linearize, "unscented": unscented, "cubature": cubature}

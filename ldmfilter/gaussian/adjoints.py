@@ -1,6 +1,7 @@
-"""Reverse-mode derivatives of the Kalman steps in :mod:`.steps`, written out by hand.
+"""Reverse-mode derivatives of the Kalman steps in :mod:`.steps` and of the moment rules in
+:mod:`.moments`, written out by hand.
 
-The first-order filter's hand-written reverse pass (:mod:`.ekf_adjoint`) chains these instead of
+The nonlinear filter's hand-written reverse pass (:mod:`.adjoint_filter`) chains these instead of
 letting autograd record a few dozen small operations per step.  Each function takes the
 cotangents of a step's outputs and returns those of its inputs, with the conventions of
 torch's own derivatives: a symmetric matrix that enters only through a Cholesky factor gets the
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .linalg import cholesky_solve, matmul, symmetrize
+from .linalg import matmul, symmetrize
 
 __all__ = [
     "cholesky_adjoint",
@@ -21,6 +22,8 @@ __all__ = [
     "observation_matrix_adjoint",
     "predict_cov_adjoint",
     "selection_observation_adjoint_",
+    "sigma_moments_adjoint",
+    "sigma_points_adjoint",
 ]
 
 
@@ -157,3 +160,56 @@ def predict_cov_adjoint(transition_matrix, cov, grad_pred_cov):
     G = symmetrize(grad_pred_cov)
     GJ = matmul(G, J)
     return 2.0 * matmul(GJ, cov), matmul(J.mT, GJ), G
+
+
+def sigma_moments_adjoint(rule, images, grad_pred_mean, grad_pred_cov):
+    """Reverse of ``m⁻ = Σ aᵢ Yᵢ`` and ``P⁻ = sym(Σ bᵢ dᵢ dᵢᵀ + Q)``, ``dᵢ = Yᵢ − m⁻`` (a :class:`~.moments.SigmaRule`).
+
+    With ``G = sym(P̄⁻)``: ``Ȳᵢ = 2 bᵢ G dᵢ + aᵢ (m̄⁻ − 2 G Σⱼ bⱼ dⱼ)`` and ``Q̄ = G``.
+
+    Parameters
+    ----------
+    rule : SigmaRule
+    images : Tensor, shape (*batch, n, S)
+        ``Yᵢ = f(Xᵢ)`` at the rule's points (the centre first when it has one).
+    grad_pred_mean : Tensor, shape (*batch, S)
+    grad_pred_cov : Tensor, shape (*batch, S, S)
+
+    Returns
+    -------
+    grad_images : Tensor, shape (*batch, n, S)
+    grad_transition_cov : Tensor, shape (*batch, S, S)
+        ``G``.
+    """
+    G = symmetrize(grad_pred_cov)
+    mean_weights = images.new_full(images.shape[-2:-1], rule.weight)
+    cov_weights = mean_weights.clone()
+    if rule.with_centre:
+        mean_weights[0], cov_weights[0] = rule.centre_mean, rule.centre_cov
+    pred_mean = (mean_weights.unsqueeze(-1) * images).sum(-2)
+    pulled = 2.0 * cov_weights.unsqueeze(-1) * ((images - pred_mean.unsqueeze(-2)) @ G)  # d̄ᵢ = 2 bᵢ G dᵢ (rows)
+    grad_images = torch.addcmul(pulled, mean_weights.unsqueeze(-1), (grad_pred_mean - pulled.sum(-2)).unsqueeze(-2))
+    return grad_images, G
+
+
+def sigma_points_adjoint(rule, factor, grad_points):
+    """Reverse of the rule's points ``m`` (centre) and ``m ± √spread Lᵢ`` (:meth:`~.moments.SigmaRule.points`).
+
+    Parameters
+    ----------
+    rule : SigmaRule
+    factor : Tensor, shape (*batch, S, S)
+        ``L``, the Cholesky factor of ``P`` the points came from.
+    grad_points : Tensor, shape (*batch, n, S)
+
+    Returns
+    -------
+    grad_mean : Tensor, shape (*batch, S)
+        ``Σᵢ X̄ᵢ``.
+    grad_cov : Tensor, shape (*batch, S, S)
+        Symmetric, through :func:`cholesky_adjoint`.
+    """
+    state_dim = factor.shape[-1]
+    deviations = grad_points[..., 1:, :] if rule.with_centre else grad_points
+    grad_offsets = deviations[..., :state_dim, :] - deviations[..., state_dim:, :]  # rows √spread Lᵢ
+    return grad_points.sum(-2), cholesky_adjoint(factor, rule.spread**0.5 * grad_offsets.mT)

@@ -13,10 +13,10 @@ those moments (:func:`~.steps.condition`, whitened form).  For float32 inputs th
 in float64 (:data:`~.steps.UPDATE_DTYPE`) and the functions are called in float32; the results
 come back in float32.
 
-The first-order rule with a linear observation and a transition module that has
-``value_and_jacobian`` and ``state_vjp`` (:class:`~ldmfilter.nn.MLPDynamics`) runs through
-:mod:`.ekf_adjoint`: the same results, with a hand-written reverse pass instead of autograd's
-record of every small operation.
+With a linear observation and a transition module that has ``value_and_jacobian`` and
+``state_vjp`` (:class:`~ldmfilter.nn.MLPDynamics`), every rule runs through :mod:`.adjoint_filter`:
+the same results, with a hand-written reverse pass instead of autograd's record of every small
+operation.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from .ekf_adjoint import first_order_filter, supports_adjoint
+from .adjoint_filter import adjoint_filter, supports_adjoint
 from .kalman import FilterResult, at_step
 from .linalg import matmul, matmul_add, symmetrize
 from .moments import MOMENT_RULES, propagate, value_and_jacobian
@@ -104,8 +104,8 @@ def nonlinear_filter(
     transition_fn : callable
         ``f``: ``(N, S) -> (N, S)``, or ``(N, S), (N, U) -> (N, S)`` when ``transition_inputs``
         is given; rows independent.  An ``nn.Module`` with ``value_and_jacobian`` and
-        ``state_vjp`` methods takes the hand-written reverse pass under ``"linearize"``
-        (:mod:`~ldmfilter.gaussian.ekf_adjoint`).
+        ``state_vjp`` methods takes the hand-written reverse pass with a linear observation
+        (:mod:`~ldmfilter.gaussian.adjoint_filter`).
     transition_cov : Tensor, shape (S, S) or (*batch, T, S, S)
     observation_matrix : Tensor, shape (L, S) or (*batch, T, L, S), or None
         Must be None exactly when ``observation_fn`` is given.
@@ -162,13 +162,14 @@ def nonlinear_filter(
     if H is not None and observed is not None:
         H, R = mask_observation_model(H, R, observed)
 
-    if method == "linearize" and H is not None and supports_adjoint(transition_fn):
+    if H is not None and supports_adjoint(transition_fn):
 
-        def check(value, jacobian):
-            check_image_width(value, state_dim, "transition_fn", dtype)
-            check_image_width(jacobian, state_dim, "transition_fn's Jacobian", dtype)
+        def check(value, name):
+            check_image_width(value, state_dim, name, dtype)
 
-        recursion = first_order_filter(transition_fn, dtype, check, obs, Q, H, R, initial_mean, initial_cov, transition_inputs)
+        recursion = adjoint_filter(
+            transition_fn, dtype, check, method, obs, Q, H, R, initial_mean, initial_cov, transition_inputs, **rule_options
+        )
     else:
         if work != dtype:
             transition_fn = _CalledIn(transition_fn, "transition_fn", dtype, work)

@@ -256,12 +256,12 @@ class MLPDynamics(LinearDynamics):
         states: torch.Tensor,
         controls: torch.Tensor | None,
         grad_value: torch.Tensor,
-        grad_jacobian: torch.Tensor,
+        grad_jacobian: torch.Tensor | None = None,
         hidden: "HiddenLayers | None" = None,
     ):
         """Gradient with respect to ``h`` of ``⟨v̄, f(h, u)⟩ + ⟨J̄, ∂f/∂h⟩`` (the reverse pass of :meth:`value_and_jacobian`).
 
-        The filter's hand-written reverse pass (:mod:`ldmfilter.gaussian.ekf_adjoint`) calls this
+        The filter's hand-written reverse pass (:mod:`ldmfilter.gaussian.adjoint_filter`) calls this
         at every step instead of recording the Jacobian's graph.  With hidden layers ``a_k =
         tanh(W_k a_{k−1} + c_k)`` (``a_{−1} = [h, u]``), slopes ``s_k = 1 − a_k²`` and ``∂g/∂h =
         W_K D_{K−1} ⋯ D_0 W_0`` (``D_k = diag(s_k)``), the Jacobian term reaches ``s_k`` as
@@ -274,8 +274,9 @@ class MLPDynamics(LinearDynamics):
         controls : Tensor, shape (N, U), optional
         grad_value : Tensor, shape (N, S)
             ``v̄``, the cotangent of ``f(h, u)``.
-        grad_jacobian : Tensor, shape (N, S, S)
-            ``J̄``, the cotangent of ``∂f/∂h``.
+        grad_jacobian : Tensor, shape (N, S, S), optional
+            ``J̄``, the cotangent of ``∂f/∂h``; None for the value's gradient alone (the
+            sigma-point rules' reverse).
         hidden : HiddenLayers, optional
             :meth:`hidden_layers` at these rows, when already computed (the filter's reverse pass
             computes them for all steps at once).
@@ -287,19 +288,21 @@ class MLPDynamics(LinearDynamics):
         self.check_controls(controls)
         weights, activations, slopes = self.hidden_layers(states, controls) if hidden is None else hidden
         full_first = self.residual[0].weight  # with its control columns: ā reaches [h, u]
-        rights = [weights[0]]  # R_k (H_k, S), then (N, H_k, S)
-        for slope, weight in zip(slopes[:-1], weights[1:]):
-            rights.append(weight @ (slope.unsqueeze(-1) * rights[-1]))
         left = self.residual[-1].weight  # L_k: (S, H_k), then (N, S, H_k)
+        rights = [weights[0]]  # R_k (H_k, S), then (N, H_k, S)
+        if grad_jacobian is not None:
+            for slope, weight in zip(slopes[:-1], weights[1:]):
+                rights.append(weight @ (slope.unsqueeze(-1) * rights[-1]))
         grad_activation = grad_value @ left  # ā of the last hidden layer, from the value
         for k in reversed(range(len(slopes))):
-            # s̄_k = diag(L_kᵀ J̄ R_kᵀ), from (J̄ᵀ L_k)ᵀ: one matrix product over the whole batch
-            grad_slope = ((grad_jacobian.mT @ left) * rights[k].mT).sum(-2)
-            grad_activation = grad_activation.addcmul(activations[k], grad_slope, value=-2.0)  # ds = −2 a da
+            if grad_jacobian is not None:
+                # s̄_k = diag(L_kᵀ J̄ R_kᵀ), from (J̄ᵀ L_k)ᵀ: one matrix product over the whole batch
+                grad_slope = ((grad_jacobian.mT @ left) * rights[k].mT).sum(-2)
+                grad_activation = grad_activation.addcmul(activations[k], grad_slope, value=-2.0)  # ds = −2 a da
+                if k:
+                    left = (left * slopes[k].unsqueeze(-2)) @ weights[k]
             grad_pre = grad_activation * slopes[k]  # d tanh(x) = (1 − tanh²) dx
             grad_activation = grad_pre @ (weights[k] if k else full_first)
-            if k:
-                left = (left * slopes[k].unsqueeze(-2)) @ weights[k]
         return torch.addmm(grad_activation[..., : self.state_dim], grad_value, self.transition)
 
 

@@ -146,7 +146,12 @@ def test_state_vjp_matches_autograd_through_value_and_jacobian(control_dim, hidd
     u = torch.randn(5, control_dim, dtype=DT) if control_dim else None
     value, jac = mlp.value_and_jacobian(h, u)
     grad_value, grad_jac = torch.randn_like(value), torch.randn_like(jac)
-    (expected,) = torch.autograd.grad((value, jac), h, (grad_value, grad_jac))
+    (expected,) = torch.autograd.grad((value, jac), h, (grad_value, grad_jac), retain_graph=True)
+    (value_only,) = torch.autograd.grad(value, h, grad_value, retain_graph=True)
     with torch.no_grad():
         got = mlp.state_vjp(h, u, grad_value, grad_jac)
+        got_value_only = mlp.state_vjp(h, u, grad_value)
+        got_with_hidden = mlp.state_vjp(h, u, grad_value, grad_jac, hidden=mlp.hidden_layers(h, u))
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got_value_only, value_only, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(got_with_hidden, expected, rtol=1e-12, atol=1e-12)

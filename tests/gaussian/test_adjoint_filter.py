@@ -1,11 +1,12 @@
-"""The first-order filter's hand-written reverse pass (``gaussian.ekf_adjoint``, ``gaussian.adjoints``).
+"""The nonlinear filter's hand-written reverse pass (``gaussian.adjoint_filter``, ``gaussian.adjoints``).
 
 ``nonlinear_filter`` takes it for a transition with ``value_and_jacobian`` and ``state_vjp``
-(``MLPDynamics``).  Pinned down here: each step's adjoint equals autograd through the forward
-step; the whole filter's values and the gradients of every input (observations, ``Q``, ``H``,
-``R``, the prior, controls, the module's parameters), with cotangents on every output, equal
-those of the generic autograd recursion (float64 to 1e-12, float32 to float32 rounding), with
-masks, time-varying noise, controls, batch shapes and deeper residual MLPs.
+(``MLPDynamics``) and a linear observation, under every moment rule.  Pinned down here: each
+step's adjoint equals autograd through the forward step; the whole filter's values and the
+gradients of every input (observations, ``Q``, ``H``, ``R``, the prior, controls, the module's
+parameters), with cotangents on every output, equal those of the generic autograd recursion
+(float64 to 1e-10, float32 to float32 rounding), with masks, time-varying noise, controls, batch
+shapes, deeper residual MLPs and the unscented rule's parameters.
 """
 
 from __future__ import annotations
@@ -14,10 +15,19 @@ import pytest
 import torch
 
 from ldmfilter.gaussian import nonlinear_filter
-from ldmfilter.gaussian.adjoints import cholesky_adjoint, condition_adjoint, linear_observation_adjoint, observation_matrix_adjoint, predict_cov_adjoint
-from ldmfilter.gaussian.ekf_adjoint import supports_adjoint
+from ldmfilter.gaussian.adjoints import (
+    cholesky_adjoint,
+    condition_adjoint,
+    linear_observation_adjoint,
+    observation_matrix_adjoint,
+    predict_cov_adjoint,
+    sigma_moments_adjoint,
+    sigma_points_adjoint,
+)
+from ldmfilter.gaussian.adjoint_filter import supports_adjoint
 from ldmfilter.gaussian.linalg import matmul_add
 from ldmfilter.gaussian.linalg import symmetrize
+from ldmfilter.gaussian.moments import sigma_rule
 from ldmfilter.gaussian.steps import predict_cov, whitened_condition
 from ldmfilter.nn import MLPDynamics
 
@@ -92,6 +102,30 @@ def test_step_adjoints_equal_autograd():
     torch.testing.assert_close(g_Q.sum(0), full[2], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("method,options", [("cubature", {}), ("unscented", {}), ("unscented", {"alpha": 0.5, "kappa": 1.0})])
+def test_sigma_point_adjoints_equal_autograd(method, options):
+    gen = torch.Generator().manual_seed(2)
+    n, S = 3, 4
+    weight = torch.randn(S, S, generator=gen, dtype=DT)
+    rule = sigma_rule(method, S, **options)
+    m = torch.randn(n, S, generator=gen, dtype=DT).requires_grad_()
+    P = _spd(n, n=S, gen=gen).requires_grad_()
+    Q = _spd(n=S, gen=gen).requires_grad_()
+    points, factor, deviations = rule.points(m, P)
+    images = torch.tanh(points @ weight.T) + 0.3 * points
+    moments = rule.moments(images, deviations)
+    pred_mean, pred_cov = moments.mean, symmetrize(moments.cov + Q)
+    g_mean, g_cov = torch.randn(pred_mean.shape, generator=gen, dtype=DT), torch.randn(pred_cov.shape, generator=gen, dtype=DT)
+    expected = _vjp((pred_mean, pred_cov), (m, P, Q, images), (g_mean, g_cov))
+    g_images, g_Q = sigma_moments_adjoint(rule, images.detach(), g_mean, g_cov)
+    torch.testing.assert_close(g_images, expected[3], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g_Q.sum(0), expected[2], rtol=1e-12, atol=1e-12)
+    (g_points,) = _vjp(images, points, g_images)
+    g_m, g_P = sigma_points_adjoint(rule, factor.detach(), g_points)
+    torch.testing.assert_close(g_m, expected[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(g_P, expected[1], rtol=1e-12, atol=1e-12)
+
+
 def _problem(dtype, control_dim=0, hidden=(6,), mask=False, time_varying=False, batch=(3,), seed=0, selection=False):
     gen = torch.Generator().manual_seed(seed)
     S, L, T = 4, 2, 7
@@ -119,8 +153,8 @@ def _problem(dtype, control_dim=0, hidden=(6,), mask=False, time_varying=False, 
     return dyn, args
 
 
-def _values_and_grads(transition, dyn, args):
-    result = nonlinear_filter(transition_fn=transition, method="linearize", **args)
+def _values_and_grads(transition, dyn, args, method="linearize", **rule_options):
+    result = nonlinear_filter(transition_fn=transition, method=method, **args, **rule_options)
     gen = torch.Generator().manual_seed(1)
     values = [getattr(result, name) for name in FIELDS]
     loss = sum((v * torch.randn(v.shape, generator=gen, dtype=DT).to(v.dtype)).sum() for v in values)
@@ -128,23 +162,25 @@ def _values_and_grads(transition, dyn, args):
     return values, torch.autograd.grad(loss, leaves, allow_unused=True)
 
 
-@pytest.mark.parametrize(
-    "options",
-    [
-        {},
-        {"mask": True, "time_varying": True},
-        {"control_dim": 2},
-        {"control_dim": 1, "hidden": (5, 4), "mask": True},
-        {"batch": (2, 2), "time_varying": True},
-        {"batch": ()},
-        {"selection": True},  # H = [I 0]: the update's slices
-        {"selection": True, "control_dim": 2, "time_varying": True},
-    ],
-)
-def test_filter_values_and_gradients_equal_the_autograd_recursion(options):
+CASES = [
+    {},
+    {"mask": True, "time_varying": True},
+    {"control_dim": 2},
+    {"control_dim": 1, "hidden": (5, 4), "mask": True},
+    {"batch": (2, 2), "time_varying": True},
+    {"batch": ()},
+    {"selection": True},  # H = [I 0]: the update's slices
+    {"selection": True, "control_dim": 2, "time_varying": True},
+]
+RULES = [("linearize", {}), ("unscented", {}), ("cubature", {}), ("unscented", {"alpha": 0.7, "beta": 1.0, "kappa": 1.0})]
+
+
+@pytest.mark.parametrize("method,rule_options", RULES)
+@pytest.mark.parametrize("options", CASES)
+def test_filter_values_and_gradients_equal_the_autograd_recursion(options, method, rule_options):
     dyn, args = _problem(DT, **options)
-    fast_values, fast_grads = _values_and_grads(dyn, dyn, args)
-    values, grads = _values_and_grads(Generic(dyn), dyn, args)
+    fast_values, fast_grads = _values_and_grads(dyn, dyn, args, method, **rule_options)
+    values, grads = _values_and_grads(Generic(dyn), dyn, args, method, **rule_options)
     for got, want in zip(fast_values, values):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     assert [g is None for g in fast_grads] == [g is None for g in grads]
@@ -153,11 +189,20 @@ def test_filter_values_and_gradients_equal_the_autograd_recursion(options):
             torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
+def test_rule_options_are_checked_on_the_adjoint_path_too():
+    dyn, args = _problem(DT)
+    with pytest.raises(TypeError, match="takes no options"):
+        nonlinear_filter(transition_fn=dyn, method="cubature", alpha=0.5, **args)
+    with pytest.raises(TypeError):
+        nonlinear_filter(transition_fn=dyn, method="unscented", gamma=0.5, **args)
+
+
+@pytest.mark.parametrize("method", ["linearize", "cubature"])
 @pytest.mark.parametrize("options", [{"mask": True}, {"selection": True}])
-def test_float32_values_and_gradients_match_the_autograd_recursion(options):
+def test_float32_values_and_gradients_match_the_autograd_recursion(options, method):
     dyn, args = _problem(torch.float32, control_dim=2, **options)
-    fast_values, fast_grads = _values_and_grads(dyn, dyn, args)
-    values, grads = _values_and_grads(Generic(dyn), dyn, args)
+    fast_values, fast_grads = _values_and_grads(dyn, dyn, args, method)
+    values, grads = _values_and_grads(Generic(dyn), dyn, args, method)
     for got, want in zip(fast_values, values):
         assert got.dtype == torch.float32
         torch.testing.assert_close(got, want)
@@ -167,7 +212,8 @@ def test_float32_values_and_gradients_match_the_autograd_recursion(options):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
 
 
-def test_gradcheck_through_the_adjoint_filter():
+@pytest.mark.parametrize("method", ["linearize", "unscented"])
+def test_gradcheck_through_the_adjoint_filter(method):
     dyn, args = _problem(DT, control_dim=1, hidden=(3,), batch=(2,))
     args = {k: v.detach() for k, v in args.items()}
     obs = args.pop("observations")[..., :3, :].requires_grad_()
@@ -175,7 +221,7 @@ def test_gradcheck_through_the_adjoint_filter():
     cov = args.pop("transition_cov").requires_grad_()
 
     def run(obs, inputs, cov):  # Q is checked symmetric: perturb it symmetrically
-        result = nonlinear_filter(obs, dyn, (cov + cov.mT) / 2, transition_inputs=inputs, **args)
+        result = nonlinear_filter(obs, dyn, (cov + cov.mT) / 2, method=method, transition_inputs=inputs, **args)
         return result.filtered_mean, result.predicted_cov, result.log_likelihood
 
     assert torch.autograd.gradcheck(run, (obs, inputs, cov))

@@ -110,7 +110,15 @@ class LinearDynamics(nn.Module):
         -------
         bool
             Whether ``A`` was rescaled.
+
+        Raises
+        ------
+        FloatingPointError
+            If ``A`` has NaN or inf entries (training diverged); the eigenvalue routine must not
+            see them.
         """
+        if not bool(torch.isfinite(self.transition).all()):
+            raise FloatingPointError("the transition matrix A has NaN or inf entries: training diverged")
         radius = spectral_radius(self.transition)
         if radius > max_radius:
             self.transition.mul_(max_radius / radius)

@@ -164,6 +164,15 @@ def test_clip_spectral_radius_rescales_above_bound(radius):
     assert dyn.transition.requires_grad and dyn.transition.grad is None
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_clip_spectral_radius_refuses_a_non_finite_matrix(bad):
+    dyn = LinearDynamics(4, 2, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        dyn.transition[1, 2] = bad
+    with pytest.raises(FloatingPointError, match="NaN or inf"):
+        dyn.clip_spectral_radius_(1.02)
+
+
 @pytest.mark.parametrize("radius", [0.5, 1 / 1.1, 1.0, 1.0199])
 def test_clip_spectral_radius_leaves_stable_matrix_alone(radius):
     dyn = LinearDynamics(6, 3, torch.Generator().manual_seed(1)).double()

@@ -209,6 +209,17 @@ def test_spectral_radius_bounded_after_every_step(tiny):
             assert radius == pytest.approx(1.02, abs=1e-5)
 
 
+def test_a_diverged_transition_stops_training_with_a_clear_error(tiny):
+    """A non-finite gradient makes A NaN: the radius clip raises instead of handing NaN to the
+    eigenvalue routine (where MKL crashed the process)."""
+    x, _ = tiny
+    model = make_model("fixed")
+    model.dynamics.transition.register_hook(lambda grad: grad * float("nan"))
+    module = LDMTrainingModule(model, learning_rate=0.05, schedule="constant")
+    with pytest.raises(FloatingPointError, match="training diverged"):
+        trainer(max_epochs=1).fit(module, datamodule=SequenceDataModule(x, batch_size=8))
+
+
 # ------------------------------------------------------------------------------ loop, probe
 
 

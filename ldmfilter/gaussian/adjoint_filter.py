@@ -137,7 +137,8 @@ class _FirstOrder:
         return grad_mean.to(cov.dtype), grad_cov, grad_Q, grads
 
     def parameter_pass(self, records, inputs):
-        """``(outputs, rows)`` whose gradient, with the reverse's cotangents stacked, is the parameters'."""
+        """The module's outputs at every step's rows (time-major, with grad): their gradient with
+        the reverse's cotangents, stacked, is the parameters' (and the controls')."""
         states = torch.cat([state for state, _ in records])
         value, jacobian = self.module.value_and_jacobian(states, inputs)
         return value, jacobian
@@ -152,7 +153,7 @@ class _SigmaPoints:
     def forward(self, mean, cov, Q_t, inputs):
         """Returns the predicted belief and what the reverse needs: (points in the module's dtype, L, images)."""
         points, factor, deviations = self.rule.points(mean, cov)
-        num, count, state_dim = points.shape
+        count, state_dim = points.shape[-2:]
         rows = points.reshape(-1, state_dim).to(self.dtype)
         images = self.module(rows, None if inputs is None else inputs.repeat_interleave(count, 0))
         self.check(images, "transition_fn")
@@ -161,12 +162,14 @@ class _SigmaPoints:
         return moments.mean, symmetrize(moments.cov + Q_t), (rows, factor, images)  # P⁻ = Cov[f(x)] + Q
 
     def hidden_layers(self, records, controls):
+        """As :meth:`_FirstOrder.hidden_layers`, at every step's sigma points."""
         rows = torch.stack([points for points, _, _ in records])  # (T − 1, N · n, S)
         count = rows.shape[1] // records[0][1].shape[0]
         inputs = None if controls is None else controls[:, 1:].transpose(0, 1).repeat_interleave(count, 1)
         return _hidden_layers(self.module, rows, inputs)
 
     def reverse(self, record, cov, inputs, grad_pred_mean, grad_pred_cov, hidden):
+        """As :meth:`_FirstOrder.reverse`; ``f`` gets the images' cotangents (Ȳ)."""
         rows, factor, images = record
         grad_images, grad_Q = sigma_moments_adjoint(self.rule, images, grad_pred_mean, grad_pred_cov)
         grads = (grad_images.reshape(rows.shape).to(self.dtype),)
@@ -178,6 +181,7 @@ class _SigmaPoints:
         return grad_mean, grad_cov, grad_Q, grads
 
     def parameter_pass(self, records, inputs):
+        """As :meth:`_FirstOrder.parameter_pass`, at every step's sigma points."""
         points = torch.cat([rows for rows, _, _ in records])
         count = points.shape[0] // (len(records) * records[0][1].shape[0])
         return (self.module(points, None if inputs is None else inputs.repeat_interleave(count, 0)),)

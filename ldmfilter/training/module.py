@@ -158,7 +158,13 @@ class LDMTrainingModule(L.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        self.model.after_optimizer_step(self.max_radius)
+        try:
+            self.model.after_optimizer_step(self.max_radius)
+        except FloatingPointError as error:  # the step, the loss and what to try
+            raise FloatingPointError(
+                f"{error} at optimiser step {self.global_step} (the loss of that step: {self.loss_history[-1]:.4g}); "
+                "try a smaller learning_rate or lr_multipliers"
+            ) from error
 
     def on_train_epoch_end(self) -> None:
         if self.probe is None:

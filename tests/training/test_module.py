@@ -216,7 +216,7 @@ def test_a_diverged_transition_stops_training_with_a_clear_error(tiny):
     model = make_model("fixed")
     model.dynamics.transition.register_hook(lambda grad: grad * float("nan"))
     module = LDMTrainingModule(model, learning_rate=0.05, schedule="constant")
-    with pytest.raises(FloatingPointError, match="training diverged"):
+    with pytest.raises(FloatingPointError, match="training diverged at optimiser step 1 .*smaller learning_rate"):
         trainer(max_epochs=1).fit(module, datamodule=SequenceDataModule(x, batch_size=8))
 
 

@@ -163,7 +163,7 @@ class LDMTrainingModule(L.LightningModule):
         except FloatingPointError as error:  # the step, the loss and what to try
             raise FloatingPointError(
                 f"{error} at optimiser step {self.global_step} (the loss of that step: {self.loss_history[-1]:.4g}); "
-                "try a smaller learning_rate or lr_multipliers"
+                "try a smaller learning_rate or lr_multipliers, or gradient clipping (trainer_kwargs={'gradient_clip_val': 1.0})"
             ) from error
 
     def on_train_epoch_end(self) -> None:

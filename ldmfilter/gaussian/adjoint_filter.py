@@ -37,9 +37,9 @@ from .adjoints import (
     sigma_points_adjoint,
 )
 from .kalman import at_step
-from .linalg import matmul_add, symmetrize
+from .linalg import symmetrize
 from .moments import sigma_rule
-from .steps import predict_cov, whitened_condition
+from .steps import is_selection, linear_observation_moments, predict_cov, whitened_condition
 
 __all__ = ["supports_adjoint", "adjoint_filter"]
 
@@ -97,7 +97,7 @@ def adjoint_filter(module, dtype, check, method, obs, Q, H, R, initial_mean, ini
     obs_dim, state_dim = H.shape[-2:]
     if method != "unscented" and rule_options:
         raise TypeError(f"the {method!r} rule takes no options, got {sorted(rule_options)}")
-    selects = H.ndim == 2 and torch.equal(H, torch.eye(obs_dim, state_dim, dtype=H.dtype, device=H.device))
+    selects = is_selection(H)
     predict = _FirstOrder(module, dtype, check) if method == "linearize" else _SigmaPoints(
         module, dtype, check, sigma_rule(method, state_dim, **rule_options)
     )
@@ -151,7 +151,7 @@ class _SigmaPoints:
         self.module, self.dtype, self.check, self.rule = module, dtype, check, rule
 
     def forward(self, mean, cov, Q_t, inputs):
-        """Returns the predicted belief and what the reverse needs: (points in the module's dtype, L, images)."""
+        """Returns the predicted belief and what the reverse needs: (points in the module's dtype, L, images, m⁻)."""
         points, factor, deviations = self.rule.points(mean, cov)
         count, state_dim = points.shape[-2:]
         rows = points.reshape(-1, state_dim).to(self.dtype)
@@ -159,19 +159,19 @@ class _SigmaPoints:
         self.check(images, "transition_fn")
         images = images.to(mean.dtype).reshape(points.shape)
         moments = self.rule.moments(images, deviations)
-        return moments.mean, symmetrize(moments.cov + Q_t), (rows, factor, images)  # P⁻ = Cov[f(x)] + Q
+        return moments.mean, symmetrize(moments.cov + Q_t), (rows, factor, images, moments.mean)  # P⁻ = Cov[f(x)] + Q
 
     def hidden_layers(self, records, controls):
         """As :meth:`_FirstOrder.hidden_layers`, at every step's sigma points."""
-        rows = torch.stack([points for points, _, _ in records])  # (T − 1, N · n, S)
+        rows = torch.stack([record[0] for record in records])  # (T − 1, N · n, S)
         count = rows.shape[1] // records[0][1].shape[0]
         inputs = None if controls is None else controls[:, 1:].transpose(0, 1).repeat_interleave(count, 1)
         return _hidden_layers(self.module, rows, inputs)
 
     def reverse(self, record, cov, inputs, grad_pred_mean, grad_pred_cov, hidden):
         """As :meth:`_FirstOrder.reverse`; ``f`` gets the images' cotangents (Ȳ)."""
-        rows, factor, images = record
-        grad_images, grad_Q = sigma_moments_adjoint(self.rule, images, grad_pred_mean, grad_pred_cov)
+        rows, factor, images, pred_mean = record
+        grad_images, grad_Q = sigma_moments_adjoint(self.rule, images, pred_mean, grad_pred_mean, grad_pred_cov)
         grads = (grad_images.reshape(rows.shape).to(self.dtype),)
         count = images.shape[-2]
         grad_points = self.module.state_vjp(
@@ -182,7 +182,7 @@ class _SigmaPoints:
 
     def parameter_pass(self, records, inputs):
         """As :meth:`_FirstOrder.parameter_pass`, at every step's sigma points."""
-        points = torch.cat([rows for rows, _, _ in records])
+        points = torch.cat([record[0] for record in records])
         count = points.shape[0] // (len(records) * records[0][1].shape[0])
         return (self.module(points, None if inputs is None else inputs.repeat_interleave(count, 0)),)
 
@@ -230,17 +230,13 @@ class _AdjointFilter(torch.autograd.Function):
             if t:
                 mean, cov, record = predict.forward(mean, cov, at_step(Q, t, 2), None if controls is None else controls[:, t])
                 records.append(record)
-            H_t, R_t = at_step(H, t, 2), at_step(R, t, 2)
-            if selects:  # H = [I 0]: slices instead of products
-                cross_t, innovation, obs_cov = cov[:, :obs_dim], obs[:, t] - mean[:, :obs_dim], cov[:, :obs_dim, :obs_dim] + R_t
-            else:
-                cross_t = H_t @ cov  # Cov[x, z]ᵀ = H P⁻
-                innovation = obs[:, t] - (H_t @ mean.unsqueeze(-1)).squeeze(-1)  # e = z − H m⁻
-                obs_cov = matmul_add(R_t, cross_t, H_t.mT)  # Σ_e = H P⁻ Hᵀ + R
+            cross, obs_cov, innovation = linear_observation_moments(
+                mean, cov, at_step(H, t, 2), at_step(R, t, 2), obs[:, t], selects
+            )
             pmeans.append(mean)
             pcovs.append(cov)
             innovations.append(innovation)
-            mean, cov, chol, white = whitened_condition(mean, cov, cross_t.mT, obs_cov, innovation)
+            mean, cov, chol, white = whitened_condition(mean, cov, cross, obs_cov, innovation)
             fmeans.append(mean)
             fcovs.append(cov)
             chols.append(chol)

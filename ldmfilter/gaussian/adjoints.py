@@ -162,7 +162,7 @@ def predict_cov_adjoint(transition_matrix, cov, grad_pred_cov):
     return 2.0 * matmul(GJ, cov), matmul(J.mT, GJ), G
 
 
-def sigma_moments_adjoint(rule, images, grad_pred_mean, grad_pred_cov):
+def sigma_moments_adjoint(rule, images, pred_mean, grad_pred_mean, grad_pred_cov):
     """Reverse of ``m⁻ = Σ aᵢ Yᵢ`` and ``P⁻ = sym(Σ bᵢ dᵢ dᵢᵀ + Q)``, ``dᵢ = Yᵢ − m⁻`` (a :class:`~.moments.SigmaRule`).
 
     With ``G = sym(P̄⁻)``: ``Ȳᵢ = 2 bᵢ G dᵢ + aᵢ (m̄⁻ − 2 G Σⱼ bⱼ dⱼ)`` and ``Q̄ = G``.
@@ -172,6 +172,8 @@ def sigma_moments_adjoint(rule, images, grad_pred_mean, grad_pred_cov):
     rule : SigmaRule
     images : Tensor, shape (*batch, n, S)
         ``Yᵢ = f(Xᵢ)`` at the rule's points (the centre first when it has one).
+    pred_mean : Tensor, shape (*batch, S)
+        ``m⁻``, as the forward computed it.
     grad_pred_mean : Tensor, shape (*batch, S)
     grad_pred_cov : Tensor, shape (*batch, S, S)
 
@@ -186,7 +188,6 @@ def sigma_moments_adjoint(rule, images, grad_pred_mean, grad_pred_cov):
     cov_weights = mean_weights.clone()
     if rule.with_centre:
         mean_weights[0], cov_weights[0] = rule.centre_mean, rule.centre_cov
-    pred_mean = (mean_weights.unsqueeze(-1) * images).sum(-2)
     pulled = 2.0 * cov_weights.unsqueeze(-1) * ((images - pred_mean.unsqueeze(-2)) @ G)  # d̄ᵢ = 2 bᵢ G dᵢ (rows)
     grad_images = torch.addcmul(pulled, mean_weights.unsqueeze(-1), (grad_pred_mean - pulled.sum(-2)).unsqueeze(-2))
     return grad_images, G

@@ -27,9 +27,9 @@ import torch
 
 from .adjoint_filter import adjoint_filter, supports_adjoint
 from .kalman import FilterResult, at_step
-from .linalg import matmul, matmul_add, symmetrize
+from .linalg import symmetrize
 from .moments import MOMENT_RULES, propagate, value_and_jacobian
-from .steps import UPDATE_DTYPE, condition, innovation_log_likelihood, mask_observation_model, predict_cov
+from .steps import UPDATE_DTYPE, condition, innovation_log_likelihood, linear_observation_moments, mask_observation_model, predict_cov
 from .validation import broadcastable, check_filter_inputs, check_finite, check_matrix, check_result_finite, check_tensor, split_missing
 
 __all__ = ["nonlinear_filter", "check_image_width"]
@@ -218,11 +218,8 @@ def _recursion(obs, transition_fn, Q, H, R, initial_mean, initial_cov, method, o
                 mean, cov = moments.mean, symmetrize(moments.cov + at_step(Q, t, 2))  # P⁻ = Cov[f(x)] + Q
         pred_means.append(mean)
         pred_covs.append(cov)
-        if observation_fn is None:  # Cov[x, z] = P⁻ Hᵀ, Σ_e = H Cov[x, z] + R, e = z − H m⁻
-            H_t = at_step(H, t, 2)
-            cross = matmul(cov, H_t.mT)
-            obs_cov = matmul_add(at_step(R, t, 2), H_t, cross)
-            innovation = obs[..., t, :] - (H_t @ mean.unsqueeze(-1)).squeeze(-1)
+        if observation_fn is None:
+            cross, obs_cov, innovation = linear_observation_moments(mean, cov, at_step(H, t, 2), at_step(R, t, 2), obs[..., t, :])
         else:
             obs_moments = propagate(observation_fn, mean, cov, method, None, **rule_options)
             check_image_width(obs_moments.mean, obs_dim, "observation_fn", work)

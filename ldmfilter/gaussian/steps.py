@@ -19,6 +19,8 @@ __all__ = [
     "predict_observation",
     "update_covariance",
     "UPDATE_DTYPE",
+    "linear_observation_moments",
+    "is_selection",
     "condition",
     "whitened_condition",
     "update_mean",
@@ -132,6 +134,45 @@ def _joseph_update(pred_cov, observation_matrix, observation_cov):
     noise_term = matmul(matmul(gain, R), gain.mT)
     cov = symmetrize(matmul_add(noise_term, matmul(residual, pred_cov), residual.mT))  # (I−KH) P⁻ (I−KH)ᵀ + K R Kᵀ
     return cov, gain, chol
+
+
+def is_selection(observation_matrix) -> bool:
+    """Whether ``H`` is one shared ``[I_L 0]`` (the latent filter's), for which
+    :func:`linear_observation_moments` takes slices instead of products."""
+    H = observation_matrix
+    return H.ndim == 2 and torch.equal(H, torch.eye(*H.shape, dtype=H.dtype, device=H.device))
+
+
+def linear_observation_moments(pred_mean, pred_cov, observation_matrix, observation_cov, observation, selects=False):
+    """Moments of a linear observation ``z = H x + v`` under the predicted belief, for :func:`condition`.
+
+    Parameters
+    ----------
+    pred_mean : Tensor, shape (*batch, S)
+    pred_cov : Tensor, shape (*batch, S, S)
+    observation_matrix : Tensor, shape (*batch, L, S)
+    observation_cov : Tensor, shape (*batch, L, L)
+    observation : Tensor, shape (*batch, L)
+    selects : bool
+        ``H = [I_L 0]`` (:func:`is_selection`): the same moments by slicing.
+
+    Returns
+    -------
+    cross_cov : Tensor, shape (*batch, S, L)
+        ``Cov[x, z] = P⁻ Hᵀ``.
+    innovation_cov : Tensor, shape (*batch, L, L)
+        ``Σ_e = H P⁻ Hᵀ + R``.
+    innovation : Tensor, shape (*batch, L)
+        ``e = z − H m⁻``.
+    """
+    H = observation_matrix
+    if selects:
+        obs_dim = H.shape[-2]
+        cross = pred_cov[..., :obs_dim]
+        return cross, cross[..., :obs_dim, :] + observation_cov, observation - pred_mean[..., :obs_dim]
+    cross = matmul(pred_cov, H.mT)  # Cov[x, z] = P⁻ Hᵀ
+    innovation = observation - (H @ pred_mean.unsqueeze(-1)).squeeze(-1)  # e = z − H m⁻
+    return cross, matmul_add(observation_cov, H, cross), innovation  # Σ_e = H Cov[x, z] + R
 
 
 def condition(pred_mean, pred_cov, cross_cov, innovation_cov, innovation):

@@ -117,7 +117,7 @@ def test_sigma_point_adjoints_equal_autograd(method, options):
     pred_mean, pred_cov = moments.mean, symmetrize(moments.cov + Q)
     g_mean, g_cov = torch.randn(pred_mean.shape, generator=gen, dtype=DT), torch.randn(pred_cov.shape, generator=gen, dtype=DT)
     expected = _vjp((pred_mean, pred_cov), (m, P, Q, images), (g_mean, g_cov))
-    g_images, g_Q = sigma_moments_adjoint(rule, images.detach(), g_mean, g_cov)
+    g_images, g_Q = sigma_moments_adjoint(rule, images.detach(), moments.mean.detach(), g_mean, g_cov)
     torch.testing.assert_close(g_images, expected[3], rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(g_Q.sum(0), expected[2], rtol=1e-12, atol=1e-12)
     (g_points,) = _vjp(images, points, g_images)

@@ -15,12 +15,15 @@ Three parts, each writing its own section of ``benchmarks/results/nonlinear.md``
   models' beliefs are the exact push-forward of the state belief through a linear read-out
   (``fit_readout``); the RNN predictor has no state belief, so its row uses the linear probe
   with the probe's residual covariance as a constant Gaussian (the best it offers).
+  ``--wobbly-noise input`` gives the Kalman models a noise head (input-dependent ``R_t``), which
+  can tell frames with the blob clamped to the image border from informative ones.
 * ``forecast``: ``pendulum_video`` and ``lorenz`` (the suite's data): linear vs nonlinear
   predictors, multi-step forecasts of the targets (sin θ, cos θ for the pendulum; the true
   state for Lorenz-63) from origins inside each test sequence; NLL, CRPS and 90% coverage at
   horizons 1, 5 and 20.
 
     python benchmarks/nonlinear.py [--quick] [--parts cost wobbly forecast] [--seeds 0 1 2] [--no-write]
+                                   [--wobbly-noise fixed|input]
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class Settings:
     wobbly_train: int = 2000
     wobbly_test: int = 100
     wobbly_epochs: int = 5
+    wobbly_noise: str = "fixed"  # R of the Kalman models: "fixed" (the paper's) or "input" (a noise head)
     pendulum_train: int = 1000
     pendulum_test: int = 300
     pendulum_origins: tuple = (40, 55)
@@ -161,10 +165,12 @@ def wobbly_models(settings: Settings, seed: int, epochs: int, predictors=WOBBLY_
     """{row name: unfitted LDMFilter} for the chosen predictors."""
     common = dict(objective="knn", latent_dim=2, hidden=(200,) * 10, max_epochs=epochs, random_state=seed,
                   verbose=False)
+    kalman = dict(common, state_dim=4, noise=settings.wobbly_noise)
+    r_form = ", input-dependent R" if settings.wobbly_noise == "input" else ""
     models = {
-        "linear": ("Kalman, linear (S=4)", lambda: LDMFilter(state_dim=4, **common)),
-        "mlp": (f"Kalman, MLP {settings.dynamics_hidden} linearize (S=4)", lambda: LDMFilter(
-            state_dim=4, dynamics="mlp", dynamics_hidden=settings.dynamics_hidden, **common)),
+        "linear": (f"Kalman, linear (S=4{r_form})", lambda: LDMFilter(**kalman)),
+        "mlp": (f"Kalman, MLP {settings.dynamics_hidden} linearize (S=4{r_form})", lambda: LDMFilter(
+            dynamics="mlp", dynamics_hidden=settings.dynamics_hidden, **kalman)),
         "rnn": ("RNN predictor (paper)", lambda: LDMFilter(predictor="rnn", **common)),
     }
     return {models[key][0]: models[key][1]() for key in predictors}
@@ -219,7 +225,9 @@ def render_wobbly(per_seed: dict, settings: Settings) -> str:
         f"Data: `make_dotmotion('wobbly')`, {settings.wobbly_train} training and {settings.wobbly_test} test "
         f"sequences of 100 frames (the paper: 10,000 training sequences, 20 epochs; here {settings.wobbly_epochs} "
         f"epochs); seeds {seeds} (data and models). Every model: kNN-entropy objective (F_MI), L=2, encoder "
-        "MLP 10×200, batch 8, the paper's learning rates. Probe: least squares from the filtered state means "
+        "MLP 10×200, batch 8, the paper's learning rates; Kalman models: "
+        + ("the noise head `R_t = exp(s)·diag(softplus(g(x_t)) + floor)` (`noise='input'`)" if settings.wobbly_noise == "input"
+           else "the paper's fixed `R = exp(s)·I`") + ". Probe: least squares from the filtered state means "
         "(RNN: latents) of the first 800 training sequences to the true position, R² on the test sequences. "
         "Beliefs: Kalman models, `fit_readout` on the same 800 sequences and the exact linear push-forward of "
         "the filtered state belief; RNN, the probe with its residual covariance.",
@@ -369,6 +377,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--wobbly-train", type=int, help="training sequences of the wobbly part (default 2000)")
     parser.add_argument("--wobbly-epochs", type=int, help="epochs of the wobbly part (default 5)")
     parser.add_argument("--wobbly-predictors", nargs="+", choices=WOBBLY_PREDICTORS, default=list(WOBBLY_PREDICTORS))
+    parser.add_argument("--wobbly-noise", choices=("fixed", "input"), default="fixed",
+                        help="observation noise of the Kalman models in the wobbly part (default: the paper's fixed R)")
     parser.add_argument("--forecast-data", nargs="+", choices=("pendulum", "lorenz"), help="data sets of the forecast part")
     parser.add_argument("--pendulum-epochs", type=int, help="epochs of every pendulum model (default: the recipe's 2)")
     parser.add_argument("--rules", nargs="+", choices=RULES, help="moment rules of the MLP predictor (default: all)")
@@ -378,6 +388,7 @@ def main(argv=None) -> dict:
         settings = replace(settings, wobbly_train=args.wobbly_train)
     if args.wobbly_epochs:
         settings = replace(settings, wobbly_epochs=args.wobbly_epochs)
+    settings = replace(settings, wobbly_noise=args.wobbly_noise)
     if args.forecast_data:
         settings = replace(settings, forecast_data=tuple(args.forecast_data))
     if args.pendulum_epochs:
@@ -392,7 +403,8 @@ def main(argv=None) -> dict:
         print(f"{part}:", flush=True)
         title = {
             "cost": "cost" + (f", rules: {', '.join(settings.rules)}" if args.rules else ""),
-            "wobbly": f"wobbly, {settings.wobbly_train} sequences × {settings.wobbly_epochs} epochs",
+            "wobbly": f"wobbly, {settings.wobbly_train} sequences × {settings.wobbly_epochs} epochs"
+            + (", Kalman models with input-dependent R" if settings.wobbly_noise == "input" else ""),
             "forecast": "forecast" if args.forecast_data is None and args.pendulum_epochs is None
             else f"forecast, {' and '.join(settings.forecast_data)}" + (
                 f" (pendulum models at {settings.pendulum_epochs} epochs)" if args.pendulum_epochs else "") + (

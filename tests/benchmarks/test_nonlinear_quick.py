@@ -1,6 +1,7 @@
 """The nonlinear-predictor benchmark at its --quick settings (slow): every part runs and reports finite scores."""
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -31,3 +32,12 @@ def test_rules_option_restricts_the_mlp_rows(load_benchmark):
         assert set(rows) == {"linear", "MLP, linearize"}
     text = module.render_cost(results["cost"], module.QUICK)
     assert "interleaved rounds" in text and "| linear | " in text and "1.00× |" in text
+
+
+def test_wobbly_noise_option_reaches_only_the_kalman_models(load_benchmark):
+    module = load_benchmark("nonlinear")
+    for noise in ("fixed", "input"):
+        models = module.wobbly_models(replace(module.QUICK, wobbly_noise=noise), seed=0, epochs=1)
+        kalman = {name: model for name, model in models.items() if model.predictor != "rnn"}
+        assert len(kalman) == 2 and all(model.noise == noise for model in kalman.values())
+        assert all(("input-dependent R" in name) == (noise == "input") for name in kalman)

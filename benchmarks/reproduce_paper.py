@@ -67,6 +67,12 @@ EXPERIMENTS = {
         n_train=10_000, n_test=100, quick={"n_train": 800},
         note="RNN predictor, kNN entropy, 10x200 encoder (all torch threads: large matmuls), probe from z",
     ),
+    "wobbly_small_step": Experiment(
+        "wobbly_small_step", "wobbly", None,
+        {"predictor": "rnn", "objective": "knn", "latent_dim": 2, "hidden": (200,) * 10, "num_threads": None},
+        {"step_noise": 0.01}, n_train=10_000, n_test=100, quick={"n_train": 800},
+        note="ours: the wobbly recipe with step-noise variance 0.01 (METHOD.md's 0.1 read as a standard deviation)",
+    ),
 }
 QUICK_EPOCHS = 3
 

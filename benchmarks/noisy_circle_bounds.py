@@ -3,11 +3,12 @@
 The noisy-circle path (METHOD.md §5) lives on the unit circle, so the state is one angle: each
 step rotates by ``ω = 2π·dt/T_p`` and adds ``N(0, 0.05·I)`` before renormalising.  A frame is the
 blob at that angle plus pixel noise of a per-frame variance (zero for 26% of the frames).  On a
-grid of angles both Bayes estimates are exact up to the grid:
+grid of angles the two Bayes estimates are exact up to the grid; between them, what the paper's
+model class makes of ideal single-frame information:
 
 * the single-frame bound ``E[p_t | frame t]``: prior (the angles of 20,000 reference paths,
   pooled over time) times the frame's Gaussian pixel likelihood;
-* what the LDM model class allows with an ideal encoder: a linear Kalman filter (the true
+* an ideal encoder in the LDM model class: a linear Kalman filter (the true
   rotation, ``Q = 0.05·I``) that observes the single-frame posterior mean with its variance as
   an isotropic ``R_t`` (S = L = 2 and an input-dependent ``R_t``, as in the paper's recipe);
 * the causal bound ``E[p_t | frames ≤ t]``: a grid filter. The prediction convolves the belief
@@ -15,7 +16,7 @@ grid of angles both Bayes estimates are exact up to the grid:
   ``f(φ) = e^{−1/(2σ²)}/(2π) · [1 + u Φ(u)/ϕ(u)]``, ``u = cos(φ − ω)/σ``. The update multiplies
   by the frame's likelihood.
 
-Both know each frame's noise variance (an oracle), so they bound models that must infer it.
+All three know each frame's noise variance (an oracle), so they bound models that must infer it.
 A frame with variance 0 is treated as variance 1e-6, which pins the angle to the nearest grid point.
 Scored like ``reproduce_paper.py``: a linear probe fitted on 800 training sequences, R² on the
 8 test sequences of seed ``10_000 + s``, and on 200 more test sequences for a steadier figure.

@@ -1,4 +1,4 @@
-"""The nonlinear-predictor benchmark at its --quick settings (slow): every part runs and reports finite scores."""
+"""The nonlinear-predictor benchmark: every part runs at its --quick settings (slow); the wobbly options."""
 
 import math
 from dataclasses import replace

@@ -16,14 +16,15 @@ Three parts, each writing its own section of ``benchmarks/results/nonlinear.md``
   (``fit_readout``); the RNN predictor has no state belief, so its row uses the linear probe
   with the probe's residual covariance as a constant Gaussian (the best it offers).
   ``--wobbly-noise input`` gives the Kalman models a noise head (input-dependent ``R_t``), which
-  can tell frames with the blob clamped to the image border from informative ones.
+  can tell frames with the blob clamped to the image border from informative ones;
+  ``--wobbly-clip C`` clips their gradient norm at ``C``.
 * ``forecast``: ``pendulum_video`` and ``lorenz`` (the suite's data): linear vs nonlinear
   predictors, multi-step forecasts of the targets (sin θ, cos θ for the pendulum; the true
   state for Lorenz-63) from origins inside each test sequence; NLL, CRPS and 90% coverage at
   horizons 1, 5 and 20.
 
     python benchmarks/nonlinear.py [--quick] [--parts cost wobbly forecast] [--seeds 0 1 2] [--no-write]
-                                   [--wobbly-noise fixed|input]
+                                   [--wobbly-noise fixed|input] [--wobbly-clip C]
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ class Settings:
     wobbly_test: int = 100
     wobbly_epochs: int = 5
     wobbly_noise: str = "fixed"  # R of the Kalman models: "fixed" (the paper's) or "input" (a noise head)
+    wobbly_clip: float | None = None  # gradient-norm clipping of the Kalman models (Lightning's gradient_clip_val)
     pendulum_train: int = 1000
     pendulum_test: int = 300
     pendulum_origins: tuple = (40, 55)
@@ -166,7 +168,10 @@ def wobbly_models(settings: Settings, seed: int, epochs: int, predictors=WOBBLY_
     common = dict(objective="knn", latent_dim=2, hidden=(200,) * 10, max_epochs=epochs, random_state=seed,
                   verbose=False)
     kalman = dict(common, state_dim=4, noise=settings.wobbly_noise)
-    r_form = ", input-dependent R" if settings.wobbly_noise == "input" else ""
+    if settings.wobbly_clip is not None:
+        kalman["trainer_kwargs"] = {"gradient_clip_val": settings.wobbly_clip}
+    r_form = (", input-dependent R" if settings.wobbly_noise == "input" else "") + (
+        f", gradients clipped at {settings.wobbly_clip:g}" if settings.wobbly_clip is not None else "")
     models = {
         "linear": (f"Kalman, linear (S=4{r_form})", lambda: LDMFilter(**kalman)),
         "mlp": (f"Kalman, MLP {settings.dynamics_hidden} linearize (S=4{r_form})", lambda: LDMFilter(
@@ -227,7 +232,9 @@ def render_wobbly(per_seed: dict, settings: Settings) -> str:
         f"epochs); seeds {seeds} (data and models). Every model: kNN-entropy objective (F_MI), L=2, encoder "
         "MLP 10×200, batch 8, the paper's learning rates; Kalman models: "
         + ("the noise head `R_t = exp(s)·diag(softplus(g(x_t)) + floor)` (`noise='input'`)" if settings.wobbly_noise == "input"
-           else "the paper's fixed `R = exp(s)·I`") + ". Probe: least squares from the filtered state means "
+           else "the paper's fixed `R = exp(s)·I`")
+        + (f", gradient norm clipped at {settings.wobbly_clip:g} (`trainer_kwargs={{'gradient_clip_val': {settings.wobbly_clip:g}}}`)"
+           if settings.wobbly_clip is not None else "") + ". Probe: least squares from the filtered state means "
         "(RNN: latents) of the first 800 training sequences to the true position, R² on the test sequences. "
         "Beliefs: Kalman models, `fit_readout` on the same 800 sequences and the exact linear push-forward of "
         "the filtered state belief; RNN, the probe with its residual covariance.",
@@ -379,6 +386,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--wobbly-predictors", nargs="+", choices=WOBBLY_PREDICTORS, default=list(WOBBLY_PREDICTORS))
     parser.add_argument("--wobbly-noise", choices=("fixed", "input"), default="fixed",
                         help="observation noise of the Kalman models in the wobbly part (default: the paper's fixed R)")
+    parser.add_argument("--wobbly-clip", type=float, help="clip the Kalman models' gradient norm at this value (default: no clipping)")
     parser.add_argument("--forecast-data", nargs="+", choices=("pendulum", "lorenz"), help="data sets of the forecast part")
     parser.add_argument("--pendulum-epochs", type=int, help="epochs of every pendulum model (default: the recipe's 2)")
     parser.add_argument("--rules", nargs="+", choices=RULES, help="moment rules of the MLP predictor (default: all)")
@@ -388,7 +396,7 @@ def main(argv=None) -> dict:
         settings = replace(settings, wobbly_train=args.wobbly_train)
     if args.wobbly_epochs:
         settings = replace(settings, wobbly_epochs=args.wobbly_epochs)
-    settings = replace(settings, wobbly_noise=args.wobbly_noise)
+    settings = replace(settings, wobbly_noise=args.wobbly_noise, wobbly_clip=args.wobbly_clip)
     if args.forecast_data:
         settings = replace(settings, forecast_data=tuple(args.forecast_data))
     if args.pendulum_epochs:
@@ -404,7 +412,8 @@ def main(argv=None) -> dict:
         title = {
             "cost": "cost" + (f", rules: {', '.join(settings.rules)}" if args.rules else ""),
             "wobbly": f"wobbly, {settings.wobbly_train} sequences × {settings.wobbly_epochs} epochs"
-            + (", Kalman models with input-dependent R" if settings.wobbly_noise == "input" else ""),
+            + (", Kalman models with input-dependent R" if settings.wobbly_noise == "input" else "")
+            + (f", gradients clipped at {settings.wobbly_clip:g}" if settings.wobbly_clip is not None else ""),
             "forecast": "forecast" if args.forecast_data is None and args.pendulum_epochs is None
             else f"forecast, {' and '.join(settings.forecast_data)}" + (
                 f" (pendulum models at {settings.pendulum_epochs} epochs)" if args.pendulum_epochs else "") + (

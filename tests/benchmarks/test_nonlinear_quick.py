@@ -41,3 +41,12 @@ def test_wobbly_noise_option_reaches_only_the_kalman_models(load_benchmark):
         kalman = {name: model for name, model in models.items() if model.predictor != "rnn"}
         assert len(kalman) == 2 and all(model.noise == noise for model in kalman.values())
         assert all(("input-dependent R" in name) == (noise == "input") for name in kalman)
+
+
+def test_wobbly_clip_option_reaches_only_the_kalman_models(load_benchmark):
+    module = load_benchmark("nonlinear")
+    models = module.wobbly_models(replace(module.QUICK, wobbly_clip=1.0), seed=0, epochs=1)
+    for name, model in models.items():
+        clipped = model.predictor != "rnn"
+        assert (model.trainer_kwargs == {"gradient_clip_val": 1.0}) == clipped
+        assert ("gradients clipped at 1" in name) == clipped

@@ -26,6 +26,24 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical cores, Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}"
 
 
+def seed_table(rows: dict, columns) -> list[str]:
+    """Markdown lines of a per-seed table of scores, with a mean row and each seed's seconds.
+
+    Parameters
+    ----------
+    rows : dict
+        ``{seed: {key: score, ..., "seconds": s}}``.
+    columns : sequence of (key, title)
+        The scores shown, in order (printed to 3 decimals).
+    """
+    lines = ["| seed | " + " | ".join(title for _, title in columns) + " | s |", "| --- |" + " --- |" * (len(columns) + 1)]
+    for seed, row in rows.items():
+        lines.append(f"| {seed} | " + " | ".join(f"{row[key]:.3f}" for key, _ in columns) + f" | {row['seconds']:.0f} |")
+    mean = {key: np.mean([row[key] for row in rows.values()]) for key, _ in columns}
+    lines.append("| mean | " + " | ".join(f"{mean[key]:.3f}" for key, _ in columns) + " | |")
+    return lines
+
+
 def publish(text: str, name: str, quick: bool, write: bool) -> str:
     """Print a report and, if ``write``, store it as ``results/<name>[_quick].md``; returns ``text``."""
     print(text)

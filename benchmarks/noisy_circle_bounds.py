@@ -45,7 +45,7 @@ from ldmfilter.simulate.motions import noisy_circle
 from ldmfilter.simulate.render import render_blobs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers
-from bench_common import machine, publish  # noqa: E402
+from bench_common import machine, publish, seed_table  # noqa: E402
 
 OMEGA = 2.0 * math.pi * 0.1 / 2.0  # dt 0.1, T_p 2
 STEP_VAR = 0.05
@@ -238,15 +238,10 @@ def render(rows: dict, args) -> str:
         f"`make_dotmotion('noisy_circle')`: probe fitted on {args.n_train} training sequences of seed s, R² on "
         f"the {args.n_test} test sequences of seed 10,000 + s (as in `reproduce_paper.py`) and on {args.n_extra} "
         f"more of seed 20,000 + s. Grid of {args.grid} angles; the single-frame prior pools {args.reference} "
-        "reference paths. Both bounds know each frame's noise variance. See the script's docstring for the method.",
+        "reference paths. All three estimates know each frame's noise variance. See the script's docstring for the method.",
         "",
-        "| seed | " + " | ".join(title for _, title in COLUMNS) + " | s |",
-        "| --- |" + " --- |" * (len(COLUMNS) + 1),
+        *seed_table(rows, COLUMNS),
     ]
-    for seed, row in rows.items():
-        lines.append(f"| {seed} | " + " | ".join(f"{row[key]:.3f}" for key, _ in COLUMNS) + f" | {row['seconds']:.0f} |")
-    mean = {key: np.mean([row[key] for row in rows.values()]) for key, _ in COLUMNS}
-    lines.append("| mean | " + " | ".join(f"{mean[key]:.3f}" for key, _ in COLUMNS) + " | |")
     return "\n".join(lines) + "\n"
 
 

@@ -38,7 +38,7 @@ from ldmfilter.simulate import make_dotmotion
 from ldmfilter.simulate.motions import rk4_step, wobbly, wobbly_velocity
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the shared helpers
-from bench_common import machine, publish  # noqa: E402
+from bench_common import machine, publish, seed_table  # noqa: E402
 
 SEEN_LOW, SEEN_HIGH = -3.0, 2.4  # an axis is rendered unclamped strictly between these
 STEP_SD = math.sqrt(0.1)
@@ -182,13 +182,8 @@ def render(rows: dict, args) -> str:
         f"`reproduce_paper.py` and `nonlinear.py`). Reference paths for the single-frame bound: "
         f"{args.reference} sequences; particles: {args.particles}. See the script's docstring for the method.",
         "",
-        "| seed | " + " | ".join(title for _, title in COLUMNS) + " | s |",
-        "| --- |" + " --- |" * (len(COLUMNS) + 1),
+        *seed_table(rows, COLUMNS),
     ]
-    for seed, row in rows.items():
-        lines.append(f"| {seed} | " + " | ".join(f"{row[key]:.3f}" for key, _ in COLUMNS) + f" | {row['seconds']:.0f} |")
-    mean = {key: np.mean([row[key] for row in rows.values()]) for key, _ in COLUMNS}
-    lines.append("| mean | " + " | ".join(f"{mean[key]:.3f}" for key, _ in COLUMNS) + " | |")
     return "\n".join(lines) + "\n"
 
 

@@ -21,10 +21,12 @@ Three parts, each writing its own section of ``benchmarks/results/nonlinear.md``
 * ``forecast``: ``pendulum_video`` and ``lorenz`` (the suite's data): linear vs nonlinear
   predictors, multi-step forecasts of the targets (sin θ, cos θ for the pendulum; the true
   state for Lorenz-63) from origins inside each test sequence; NLL, CRPS and 90% coverage at
-  horizons 1, 5 and 20.
+  horizons 1, 5 and 20.  ``--calibrate`` adds, for each model, the same scores after
+  ``calibrate_forecast`` on validation sequences (as many as the test set, drawn separately):
+  one factor per horizon on the state forecast covariance, fitted to the validation targets.
 
     python benchmarks/nonlinear.py [--quick] [--parts cost wobbly forecast] [--seeds 0 1 2] [--no-write]
-                                   [--wobbly-noise fixed|input] [--wobbly-clip C]
+                                   [--wobbly-noise fixed|input] [--wobbly-clip C] [--calibrate]
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class Settings:
     lorenz: lorenz_benchmark.Settings = lorenz_benchmark.Settings()  # data sizes and the LDMFilter recipe
     dynamics_hidden: tuple = (64,)
     rules: tuple = RULES  # moment rules of the MLP predictor compared with the linear one
+    calibrate: bool = False  # also score each model after calibrate_forecast on validation sequences
 
 
 FULL = Settings()
@@ -269,17 +272,32 @@ def horizon_scores(targets: np.ndarray, beliefs: list, origins: tuple) -> dict:
     return out
 
 
-def forecast_rows(make, x_train, y_train, x_test, y_test, origins: tuple, log, label: str, rules=RULES) -> dict:
+def forecast_rows(make, train: tuple, test: tuple, origins: tuple, log, label: str, rules=RULES, validation=None) -> dict:
+    """Forecast scores of every predictor: ``{row name: {"scores", "fit_s"}}``.
+
+    ``train``, ``test`` and ``validation`` are ``(X, targets)`` pairs; with ``validation``, each
+    model is also scored after ``calibrate_forecast`` on it (row ``"<name>, recalibrated"``,
+    its ``fit_s`` the calibration's seconds).
+    """
     rows = {}
-    for name, extra in variants(rules):
-        started = time.perf_counter()
-        model = make(extra).fit(x_train, targets=y_train)
-        fit_s = time.perf_counter() - started
+    x_test, y_test = test
+
+    def score(name, model, seconds):
         beliefs = [model.forecast(x_test[:, :t0], max(HORIZONS)).targets for t0 in origins]
-        rows[name] = {"scores": horizon_scores(y_test, beliefs, origins), "fit_s": fit_s}
+        rows[name] = {"scores": horizon_scores(y_test, beliefs, origins), "fit_s": seconds}
         cells = "  ".join(f"h{h} NLL {s['nll']:.3f} CRPS {s['crps']:.4f} cov {s['coverage']:.2f}"
                           for h, s in rows[name]["scores"].items())
-        log(f"  {label} {name:<18s} {cells}  fit {fit_s:.0f} s")
+        log(f"  {label} {name:<18s} {cells}  {seconds:.0f} s")
+
+    for name, extra in variants(rules):
+        started = time.perf_counter()
+        model = make(extra).fit(train[0], targets=train[1])
+        score(name, model, time.perf_counter() - started)
+        if validation is not None:
+            started = time.perf_counter()
+            model.calibrate_forecast(validation[0], max(HORIZONS), Y=validation[1])
+            log(f"  {label} {name}: factors at h = {HORIZONS}: {np.round(model.forecast_scale_[np.array(HORIZONS) - 1], 2)}")
+            score(f"{name}, recalibrated", model, time.perf_counter() - started)
     return rows
 
 
@@ -289,13 +307,13 @@ def run_forecast_seed(settings: Settings, seed: int, log=print) -> dict:
         recipe = pendulum_benchmark.FULL.ldm_kwargs()
         if settings.pendulum_epochs is not None:
             recipe["max_epochs"] = settings.pendulum_epochs
-        train = make_pendulum_video(settings.pendulum_train, 75, 24, seed=seed)
-        test = make_pendulum_video(settings.pendulum_test, 75, 24, seed=10_000 + seed)
+        train, test, validation = (make_pendulum_video(n, 75, 24, seed=offset + seed) for n, offset in (
+            (settings.pendulum_train, 0), (settings.pendulum_test, 10_000), (settings.pendulum_test, 20_000)))
         make = lambda extra: LDMFilter(**recipe, **extra, dynamics_hidden=settings.dynamics_hidden,  # noqa: E731
                                        random_state=seed, verbose=False)
         out[f"pendulum video, {recipe['max_epochs']} epochs"] = forecast_rows(
-            make, train.frames, train.targets, test.frames, test.targets, settings.pendulum_origins, log, "pendulum",
-            settings.rules)
+            make, (train.frames, train.targets), (test.frames, test.targets), settings.pendulum_origins, log, "pendulum",
+            settings.rules, (validation.frames, validation.targets) if settings.calibrate else None)
     lorenz_settings = settings.lorenz
     recipe = dict(lorenz_settings.ldm)
     for level in settings.lorenz_levels if "lorenz" in settings.forecast_data else ():
@@ -305,11 +323,15 @@ def run_forecast_seed(settings: Settings, seed: int, log=print) -> dict:
         x_test = lorenz_benchmark.simulate(lorenz_settings.n_test, lorenz_settings.steps, lorenz_settings, rng)
         y_train = x_train + r * rng.normal(size=x_train.shape)
         y_test = x_test + r * rng.normal(size=x_test.shape)
+        validation = None
+        if settings.calibrate:  # drawn after the training and test data, which stay as without calibration
+            x_val = lorenz_benchmark.simulate(lorenz_settings.n_test, lorenz_settings.steps, lorenz_settings, rng)
+            validation = (x_val + r * rng.normal(size=x_val.shape), x_val)
         make = lambda extra: LDMFilter(**recipe, **extra, dynamics_hidden=settings.dynamics_hidden,  # noqa: E731
                                        random_state=seed, verbose=False)
-        out[f"lorenz, 1/r² = {level:+.0f} dB"] = forecast_rows(make, y_train, x_train, y_test, x_test,
+        out[f"lorenz, 1/r² = {level:+.0f} dB"] = forecast_rows(make, (y_train, x_train), (y_test, x_test),
                                                                settings.lorenz_origins, log, f"lorenz {level:+.0f} dB",
-                                                               settings.rules)
+                                                               settings.rules, validation)
     return out
 
 
@@ -332,7 +354,11 @@ def render_forecast(per_seed: dict, settings: Settings) -> str:
         " ".join(described) + " Each model filters the test sequence up to the origin and forecasts "
         f"{max(HORIZONS)} steps; the target read-out's Gaussian belief is scored. Seeds {seeds}. Residual MLP "
         f"hidden {settings.dynamics_hidden}. NLL in nats per step (joint over target dims), CRPS averaged over dims; "
-        "lower is better. Bold: best NLL per data set and horizon.",
+        "lower is better. Bold: best NLL per data set and horizon."
+        + (" Rows “…, recalibrated”: the same model after `calibrate_forecast(X_val, "
+           f"{max(HORIZONS)}, Y=targets_val)` on validation sequences drawn separately (as many as the test "
+           "sequences): one factor per horizon on the state forecast covariance; their last column is the "
+           "calibration's seconds." if settings.calibrate else ""),
         "",
     ]
     data_names = list(per_seed[seeds[0]])
@@ -390,6 +416,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--forecast-data", nargs="+", choices=("pendulum", "lorenz"), help="data sets of the forecast part")
     parser.add_argument("--pendulum-epochs", type=int, help="epochs of every pendulum model (default: the recipe's 2)")
     parser.add_argument("--rules", nargs="+", choices=RULES, help="moment rules of the MLP predictor (default: all)")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="forecast part: also score each model after calibrate_forecast on validation sequences")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     if args.wobbly_train:
@@ -403,6 +431,7 @@ def main(argv=None) -> dict:
         settings = replace(settings, pendulum_epochs=args.pendulum_epochs)
     if args.rules:
         settings = replace(settings, rules=tuple(args.rules))
+    settings = replace(settings, calibrate=args.calibrate)
     torch.set_num_threads(1)
     path = RESULTS / ("nonlinear_quick.md" if args.quick else "nonlinear.md")
     results = {}
@@ -417,7 +446,8 @@ def main(argv=None) -> dict:
             "forecast": "forecast" if args.forecast_data is None and args.pendulum_epochs is None
             else f"forecast, {' and '.join(settings.forecast_data)}" + (
                 f" (pendulum models at {settings.pendulum_epochs} epochs)" if args.pendulum_epochs else "") + (
-                f", rules: {', '.join(settings.rules)}" if args.rules else ""),
+                f", rules: {', '.join(settings.rules)}" if args.rules else "")
+            + (", recalibrated" if settings.calibrate else ""),
         }[part]
 
         def write(body: str, seeds_done=None) -> None:

@@ -19,6 +19,7 @@ from ..io import InputSchema, Sequences, to_sequences
 from ..nn.readout import LinearReadout, MLPReadout
 from ..results import FilterResult, ForecastResult, GaussianMoments
 from .controls import ControlInputs
+from .forecast_calibration import fit_scales, forecast_origins, gaussian_nll_sums, scale_forecast_cov
 
 __all__ = ["StateSpaceEstimator", "FULL_COVARIANCE_MAX_DIM", "READOUTS"]
 
@@ -137,25 +138,37 @@ class StateSpaceEstimator(ControlInputs, ABC):
         self.target_names_ = names
         return self
 
+    def _readout_moments(self, space: str, mean: torch.Tensor, cov: torch.Tensor):
+        """Moments of ``space`` ("observations" or "targets") read out of state moments (…, S).
+
+        Returns the mean (…, D) and either full covariances (…, D, D) and None, or None and the
+        marginal variances (…, D) (observation spaces of more than ``FULL_COVARIANCE_MAX_DIM``
+        values, or of frames).
+        """
+        readout = self.readouts_[space]
+        shape = self.schema_.obs_shape
+        if space == "observations" and (int(np.prod(shape)) > FULL_COVARIANCE_MAX_DIM or len(shape) != 1):
+            obs_mean, obs_var = readout.marginal(mean, cov)
+            return obs_mean, None, obs_var
+        read_mean, read_cov = readout(mean, cov)
+        return read_mean, read_cov, None
+
     def _spaces(self, mean: torch.Tensor, cov: torch.Tensor) -> dict:
         """State moments (…, S) and, through the read-outs, observation and target moments."""
         readouts = getattr(self, "readouts_", {})
         spaces = {"state": GaussianMoments(mean.numpy(), np.ascontiguousarray(cov.numpy())), "observations": None, "targets": None}
         with torch.no_grad():
             if "observations" in readouts:
-                readout, shape = readouts["observations"], self.schema_.obs_shape
-                if int(np.prod(shape)) <= FULL_COVARIANCE_MAX_DIM and len(shape) == 1:
-                    obs_mean, obs_cov = readout(mean, cov)
+                obs_mean, obs_cov, obs_var = self._readout_moments("observations", mean, cov)
+                if obs_cov is not None:
                     spaces["observations"] = GaussianMoments(obs_mean.numpy(), obs_cov.numpy(), names=self.schema_.feature_names)
                 else:
-                    obs_mean, obs_var = readout.marginal(mean, cov)
-                    lead = obs_mean.shape[:-1]
+                    shape = mean.shape[:-1] + self.schema_.obs_shape
                     spaces["observations"] = GaussianMoments(
-                        obs_mean.reshape(lead + shape).numpy(), None, obs_var.reshape(lead + shape).numpy(),
-                        names=self.schema_.feature_names,
+                        obs_mean.reshape(shape).numpy(), None, obs_var.reshape(shape).numpy(), names=self.schema_.feature_names
                     )
             if "targets" in readouts:
-                target_mean, target_cov = readouts["targets"](mean, cov)
+                target_mean, target_cov, _ = self._readout_moments("targets", mean, cov)
                 spaces["targets"] = GaussianMoments(target_mean.numpy(), target_cov.numpy(), names=self.target_names_)
         return spaces
 
@@ -227,6 +240,8 @@ class StateSpaceEstimator(ControlInputs, ABC):
         -------
         ForecastResult
             Arrays (…, horizon, …); its time index continues each series' index at its step.
+            After :meth:`calibrate_forecast`, the state covariance of step ``h`` is multiplied by
+            ``forecast_scale_[h - 1]`` (the last factor beyond the calibrated horizon).
         """
         if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
             raise ValueError(f"horizon must be a positive integer, got {horizon!r}")
@@ -237,7 +252,97 @@ class StateSpaceEstimator(ControlInputs, ABC):
         series = torch.arange(len(last))
         cov = grid.filtered_cov.expand(grid.filtered_mean.shape + grid.filtered_mean.shape[-1:])
         belief = self._forecast_grid(grid.filtered_mean[series, last], cov[series, last], int(horizon), future)
-        mean, cov = belief.mean, belief.cov
+        mean, cov = belief.mean, self._calibrated(belief.cov)
         if sequences.layout.single:
             mean, cov = mean[0], cov[0]
         return ForecastResult(**self._spaces(mean, cov), layout=sequences.layout, horizon=int(horizon))
+
+    def _calibrated(self, cov: torch.Tensor) -> torch.Tensor:
+        """Forecast state covariances (…, horizon, S, S) times ``forecast_scale_`` when calibrated."""
+        scale = getattr(self, "forecast_scale_", None)
+        return cov if scale is None else scale_forecast_cov(cov, scale)
+
+    def calibrate_forecast(self, X, horizon: int, Y=None, controls=None, burn_in: int | None = None, every: int | None = None):
+        """Recalibrate the forecast covariances on data, one factor per horizon.
+
+        Forecasts ``horizon`` steps from many origins of ``X``, reads them out to the targets
+        ``Y`` (or, without ``Y``, to the observations ``X`` themselves) and sets
+        ``forecast_scale_[h - 1]``: the factor on the state forecast covariance of step ``h``
+        that maximises the Gaussian likelihood of the values ``h`` steps after each origin.
+        :meth:`forecast` applies it (and the last factor beyond ``horizon``); ``filter`` and
+        ``smooth`` are unchanged.  Use series the model was not fitted on.  A factor above 1
+        says the model's ``h``-step intervals were too narrow, below 1 too wide.  Calibrating
+        again replaces the factors; ``fit`` removes them.  See
+        :mod:`~ldmfilter.estimators.forecast_calibration`.
+
+        Parameters
+        ----------
+        X : input like ``filter``'s
+        horizon : int
+            Steps ahead to calibrate (at least 1).
+        Y : like ``fit_readout``'s, optional
+            Targets laid out like ``X``; needs the target read-out (``fit(X, targets=...)`` or
+            :meth:`fit_readout`).  Without ``Y`` the observation read-out is calibrated against
+            ``X`` (marginal variances for frames and for more than ``FULL_COVARIANCE_MAX_DIM``
+            values).  Rows with an unknown value are left out.
+        controls : optional
+            Control inputs of ``X``, as in :meth:`filter` (the future controls of each origin are
+            read from them).
+        burn_in : int, optional
+            First origin step of each series (default: a quarter of its length, past the
+            filter's initial transient).
+        every : int, optional
+            Steps between origins (default: the smallest spacing that gives at most
+            ``MAX_ORIGINS`` = 2048 origins).
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ValueError
+            Bad ``horizon``, ``burn_in`` or ``every``; no read-out for the space; no series long
+            enough for one origin; no known value at some horizon.
+        """
+        for name, value, least in (("horizon", horizon, 1), ("burn_in", burn_in, 0), ("every", every, 1)):
+            if value is None and name != "horizon":
+                continue
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        horizon = int(horizon)
+        sequences, u = self._inputs(X, controls)
+        space = "observations" if Y is None else "targets"
+        if space not in getattr(self, "readouts_", {}):
+            raise ValueError(
+                "calibrating against targets needs the target read-out: fit(X, targets=...) or fit_readout(X, Y) first"
+                if Y is not None else "this model has no observation read-out to calibrate against; pass targets Y"
+            )
+        if Y is None:
+            values = sequences.values.reshape(sequences.values.shape[:2] + (-1,))
+        else:
+            values, _ = self._targets(Y, sequences, "Y")
+        series, steps = forecast_origins(sequences.layout.grid_lengths(), horizon, burn_in, every)
+        grid = self._filter_grid(sequences.values, sequences.observed, u)
+        cov = grid.filtered_cov.expand(grid.filtered_mean.shape + grid.filtered_mean.shape[-1:])
+        ahead = steps[:, None] + np.arange(1, horizon + 1)  # (N, H) grid steps forecast
+        future = None if u is None else u[series[:, None], ahead]
+        index = torch.as_tensor(series), torch.as_tensor(steps)
+        belief = self._forecast_grid(grid.filtered_mean[index], cov[index], horizon, future)
+        truth = torch.as_tensor(values[series[:, None], ahead], dtype=torch.float64)
+        valid = torch.isfinite(truth).all(-1)
+        if not bool(valid.any(0).all()):
+            missing = [h + 1 for h in range(horizon) if not bool(valid[:, h].any())]
+            raise ValueError(f"no known {space} value at horizon(s) {missing} after any origin; cannot calibrate them")
+        mean = belief.mean.detach().to(torch.float64)
+        state_cov = belief.cov.detach().to(torch.float64).expand(mean.shape + mean.shape[-1:])
+
+        def nll_at(log_scale: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
+                read_mean, read_cov, read_var = self._readout_moments(space, mean, state_cov * torch.exp(log_scale)[:, None, None])
+            as64 = lambda t: None if t is None else t.to(torch.float64)  # noqa: E731
+            return gaussian_nll_sums(truth, valid, as64(read_mean), as64(read_cov), as64(read_var))
+
+        self.forecast_scale_ = fit_scales(nll_at, horizon)
+        return self
+

@@ -156,6 +156,7 @@ class ClassicalStateSpace(StateSpaceEstimator):
     def _finish_fit(self, sequences, schema: InputSchema, targets, readout: str) -> None:
         """Observation read-out, targets read-out, schema: the common end of ``fit``."""
         self.readouts_ = {}
+        self.__dict__.pop("forecast_scale_", None)  # a calibration of the previous fit
         self._set_observation_readout()
         if targets is not None:
             grid = self._filter_grid(sequences.values, sequences.observed)

@@ -400,6 +400,7 @@ class LDMFilter(StateSpaceEstimator):
         L.seed_everything(self.random_state, workers=True, verbose=False)
         self.schema_ = schema
         self.readouts_ = {}
+        self.__dict__.pop("forecast_scale_", None)  # a calibration of the previous fit
         u = None
         if controls is not None:
             if self.predictor != "kalman":

@@ -41,7 +41,8 @@ from ..training.distributed import process_rank
 __all__ = ["FORMAT", "FORMAT_VERSION", "checksum", "ESTIMATORS", "BUILTIN_ESTIMATORS", "register_estimator", "estimator_class", "save_model", "load_model"]
 
 FORMAT = "ldmfilter-model"
-FORMAT_VERSION = 3  # 1: no read-outs or schema beyond the observation shape; 2: noise="input" meant "input_absolute"
+FORMAT_VERSION = 4  # 1: no read-outs or schema beyond the observation shape; 2: noise="input" meant "input_absolute";
+# 3: no forecast calibration
 
 ESTIMATORS: dict[str, type] = {}  # class name → class, filled by ``register_estimator``
 BUILTIN_ESTIMATORS = {  # class name → module of this package; imported (and so registered) when first needed
@@ -210,8 +211,18 @@ def save_model(estimator, path) -> Path:
         },
         "target_names": json.dumps(list(getattr(estimator, "target_names_", ())) or None),
     }
+    if getattr(estimator, "forecast_scale_", None) is not None:
+        payload["forecast_scale"] = torch.as_tensor(np.asarray(estimator.forecast_scale_, dtype=np.float64))
     payload["checksum"] = checksum(payload)
     return atomic_torch_save(payload, path)
+
+
+def _forecast_scale(stored) -> np.ndarray:
+    """A file's forecast calibration factors, checked (TypeError/ValueError when damaged)."""
+    scale = stored.numpy() if isinstance(stored, torch.Tensor) else None
+    if scale is None or scale.ndim != 1 or len(scale) == 0 or not (np.isfinite(scale).all() and (scale > 0).all()):
+        raise TypeError(f"its forecast calibration is not a vector of positive factors: {stored!r}")
+    return scale.astype(np.float64)
 
 
 def load_model(path):
@@ -266,6 +277,8 @@ def load_model(path):
                 readouts[space].eval()
             target_names = json.loads(payload["target_names"])
         estimator._restore(schema, payload["state_dict"], readouts, target_names)
+        if "forecast_scale" in payload:
+            estimator.forecast_scale_ = _forecast_scale(payload["forecast_scale"])
     except (KeyError, IndexError, TypeError, RuntimeError, AttributeError, OverflowError, json.JSONDecodeError) as error:
         raise ValueError(f"{path} is damaged: {error}") from None
     return estimator

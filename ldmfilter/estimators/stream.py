@@ -37,12 +37,17 @@ RICCATI_CACHE = 16  # covariance steps remembered: enough for the cycles the rec
 
 
 class _Readouts:
-    """A snapshot of a model's read-outs, pushed through by the estimators' own ``_spaces``."""
+    """A snapshot of a model's read-outs and forecast calibration, used through the estimators' own
+    ``_spaces`` and ``_calibrated``."""
 
     _spaces = StateSpaceEstimator._spaces
+    _readout_moments = StateSpaceEstimator._readout_moments
+    _calibrated = StateSpaceEstimator._calibrated
 
     def __init__(self, model):
         self.readouts_ = dict(getattr(model, "readouts_", {}))
+        scale = getattr(model, "forecast_scale_", None)
+        self.forecast_scale_ = None if scale is None else np.array(scale)
         self.schema_ = model.schema_
         if hasattr(model, "target_names_"):
             self.target_names_ = model.target_names_
@@ -434,7 +439,8 @@ class FilterStream:
         Returns
         -------
         StreamBelief
-            ``mean`` (n_series, horizon, S), ``cov`` (n_series, horizon, S, S); ``step`` is the
+            ``mean`` (n_series, horizon, S), ``cov`` (n_series, horizon, S, S), recalibrated like
+            ``LDMFilter.forecast`` when the model was (``calibrate_forecast``); ``step`` is the
             grid step of the first forecast belief.
         """
         if isinstance(horizon, (bool, np.bool_)) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
@@ -451,7 +457,8 @@ class FilterStream:
             else:
                 inputs = None if u is None else torch.from_numpy(u)
                 belief = nonlinear_forecast(mean, cov, m.dynamics, Q, horizon, m.moments, transition_inputs=inputs)
-            mean, cov = belief.mean.numpy(), belief.cov.expand(belief.mean.shape + (m.state_dim,)).numpy()
+            cov = self._readouts._calibrated(belief.cov.expand(belief.mean.shape + (m.state_dim,)))
+            mean, cov = belief.mean.numpy(), cov.numpy()
         return StreamBelief(mean, cov, self._moments(mean, cov, False), step=self.n_steps)
 
     # ------------------------------------------------------------------ save and resume

@@ -50,3 +50,17 @@ def test_wobbly_clip_option_reaches_only_the_kalman_models(load_benchmark):
         clipped = model.predictor != "rnn"
         assert (model.trainer_kwargs == {"gradient_clip_val": 1.0}) == clipped
         assert ("gradients clipped at 1" in name) == clipped
+
+
+def test_calibrate_option_adds_recalibrated_rows(load_benchmark):
+    module = load_benchmark("nonlinear")
+    results = module.main(["--quick", "--parts", "forecast", "--forecast-data", "lorenz", "--rules", "linearize",
+                           "--seeds", "0", "--calibrate", "--no-write"])
+    rows = results["forecast"][0]["lorenz, 1/r² = +20 dB"]
+    assert list(rows) == ["linear", "linear, recalibrated", "MLP, linearize", "MLP, linearize, recalibrated"]
+    for name in ("linear", "MLP, linearize"):
+        raw, calibrated = rows[name]["scores"], rows[f"{name}, recalibrated"]["scores"]
+        assert all(math.isfinite(calibrated[h]["nll"]) for h in module.HORIZONS)
+        assert raw[1]["crps"] != calibrated[1]["crps"]  # the factors change the spread (CRPS depends on it)
+    text = module.render_forecast(results["forecast"], replace(module.QUICK, calibrate=True))
+    assert "| linear, recalibrated |" in text and "calibrate_forecast(X_val, 20" in text

@@ -1,4 +1,4 @@
-"""The ``ldmfilter`` command line: ``demo``, ``fit``, ``filter``, ``smooth``, ``forecast``, ``info``.
+"""The ``ldmfilter`` command line: ``demo``, ``fit``, ``filter``, ``smooth``, ``forecast``, ``calibrate``, ``info``.
 
 Data files are CSV/TSV, Parquet, NetCDF or Zarr (see :mod:`ldmfilter.io.files`); results are
 written as means, standard deviations and central intervals in the format of the output's
@@ -28,6 +28,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
     return value
 
 
@@ -277,6 +287,29 @@ def _apply(args) -> int:
     return 0
 
 
+def _calibrate(args) -> int:
+    from . import load
+
+    out = _check_output(args.out or args.model, "model")
+    model = load(args.model)
+    data = _read(args)
+    _check_order(data, args.data)
+    data, targets = _split(data, args.data, None, args.targets)
+    model.calibrate_forecast(_model_inputs(model, data), args.horizon, Y=targets, burn_in=args.burn_in, every=args.every)
+    model.save(out)
+    against = f"targets {_short(args.targets)}" if args.targets else "the observations"
+    print(f"calibrated {args.horizon}-step forecasts against {against}; factors on the state covariance:")
+    print(_factors(model.forecast_scale_))
+    print(f"wrote {out}")
+    return 0
+
+
+def _factors(scale) -> str:
+    """``h=1: 1.02, h=2: …`` (at most 10 horizons, then the last)."""
+    shown = list(range(min(len(scale), 10))) + ([len(scale) - 1] if len(scale) > 10 else [])
+    return ", ".join(f"h={h + 1}: {scale[h]:.3g}" for h in shown)
+
+
 def _info(args) -> int:
     from . import load
 
@@ -297,6 +330,8 @@ def _info(args) -> int:
     print(f"read-outs: {', '.join(readouts) or 'none'}")
     if getattr(model, "target_names_", None):
         print(f"targets: {_short(model.target_names_)}")
+    if getattr(model, "forecast_scale_", None) is not None:
+        print(f"forecast calibration: {_factors(model.forecast_scale_)}")
     return 0
 
 
@@ -391,6 +426,26 @@ def build_parser() -> argparse.ArgumentParser:
         commands, "forecast", "beliefs over the steps after the end of each series",
         "Forecast H steps past the end of each series of DATA; the time index continues at the series' step.",
     )
+
+    calibrate = commands.add_parser(
+        "calibrate", help="recalibrate a saved model's forecast intervals on held-out data",
+        description="Forecast H steps from many origins of DATA (series the model was not fitted on), fit one factor per "
+        "horizon on the forecast covariance by maximum likelihood, and write the model with the factors "
+        "(LDMFilter.calibrate_forecast).",
+    )
+    _data_options(calibrate)
+    calibrate.add_argument("--model", "-m", required=True, metavar="FILE", help="model file to calibrate")
+    calibrate.add_argument("--horizon", type=_positive_int, required=True, metavar="H", help="steps ahead to calibrate")
+    calibrate.add_argument(
+        "--targets", nargs="+", metavar="COL",
+        help="target channels of DATA to calibrate against (the model's targets); default: its observations",
+    )
+    calibrate.add_argument("--burn-in", type=_non_negative_int, metavar="STEPS",
+                           help="first forecast origin of each series (default: a quarter of its steps)")
+    calibrate.add_argument("--every", type=_positive_int, metavar="STEPS",
+                           help="steps between origins (default: at most 2048 origins)")
+    calibrate.add_argument("--out", "-o", metavar="FILE", help="model file to write (default: overwrite --model)")
+    calibrate.set_defaults(run=_calibrate)
 
     info = commands.add_parser("info", help="describe a saved model file")
     info.add_argument("model", help="path of a file written by LDMFilter.save or `ldmfilter fit`")

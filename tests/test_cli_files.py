@@ -203,7 +203,7 @@ def test_bad_output_or_model_fails_before_any_work(fitted, tmp_path):
 
 def test_help_of_every_command(capsys):
     out = subprocess.run([sys.executable, "-m", "ldmfilter.cli", "--help"], capture_output=True, text=True, check=True).stdout
-    for command in ("demo", "fit", "filter", "smooth", "forecast", "info"):
+    for command in ("demo", "fit", "filter", "smooth", "forecast", "calibrate", "info"):
         assert command in out
     with pytest.raises(SystemExit) as exit_:
         main(["fit", "--help"])
@@ -270,3 +270,27 @@ def test_controls_and_mlp_dynamics_through_the_command_line(tmp_path):
     status, out, err = run(["fit", tmp_path / "sensors.csv", "--series-col", "site", "--controls", "heat",
                             "--targets", "heat", "--model", tmp_path / "x.ldm", *TINY])
     assert status == 2 and "both --targets and --controls" in err
+
+
+def test_calibrate_writes_the_factors_that_forecast_then_applies(fitted, tmp_path):
+    folder, _ = fitted
+    held_out, table = tmp_path / "held_out.csv", sensor_table(rows=60, seed=7)
+    table.to_csv(held_out, index=False)
+    before = ldmfilter.load(folder / "model.ldm")
+    status, out, err = run(["calibrate", held_out, "--series-col", "site", "-m", folder / "model.ldm",
+                            "--horizon", "4", "--targets", "pos", "-o", tmp_path / "calibrated.ldm"])
+    assert status == 0, err
+    assert "calibrated 4-step forecasts against targets pos" in out and "h=4: " in out
+    model = ldmfilter.load(tmp_path / "calibrated.ldm")
+    assert model.forecast_scale_.shape == (4,)
+    indexed = table.assign(timestamp=pd.to_datetime(table.timestamp)).set_index(["site", "timestamp"])
+    expected = before.calibrate_forecast(indexed[["u", "v", "w"]], 4, Y=indexed[["pos"]]).forecast_scale_
+    np.testing.assert_allclose(model.forecast_scale_, expected, rtol=1e-6)  # the same as in Python
+    status, info, _ = run(["info", tmp_path / "calibrated.ldm"])
+    assert "forecast calibration: h=1: " in info
+    status, _, err = run(["forecast", held_out, "--series-col", "site", "-m", tmp_path / "calibrated.ldm",
+                          "--horizon", "6", "-o", tmp_path / "fc.csv", "--space", "targets"])
+    assert status == 0, err
+    status, _, err = run(["calibrate", held_out, "--series-col", "site", "-m", folder / "model.ldm", "--horizon", "70",
+                          "-o", tmp_path / "never.ldm"])
+    assert status == 2 and "no series is long enough" in err and not (tmp_path / "never.ldm").exists()

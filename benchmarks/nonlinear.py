@@ -17,7 +17,9 @@ Three parts, each writing its own section of ``benchmarks/results/nonlinear.md``
   with the probe's residual covariance as a constant Gaussian (the best it offers).
   ``--wobbly-noise input`` gives the Kalman models a noise head (input-dependent ``R_t``), which
   can tell frames with the blob clamped to the image border from informative ones;
-  ``--wobbly-clip C`` clips their gradient norm at ``C``.
+  ``--wobbly-clip C`` clips their gradient norm at ``C``; ``--wobbly-state-dim S`` and
+  ``--wobbly-schedule NAME`` set their state dimension (default 4) and learning-rate schedule
+  (default the paper's ``"step"``).
 * ``forecast``: ``pendulum_video`` and ``lorenz`` (the suite's data): linear vs nonlinear
   predictors, multi-step forecasts of the targets (sin θ, cos θ for the pendulum; the true
   state for Lorenz-63) from origins inside each test sequence; NLL, CRPS and 90% coverage at
@@ -26,7 +28,8 @@ Three parts, each writing its own section of ``benchmarks/results/nonlinear.md``
   one factor per horizon on the state forecast covariance, fitted to the validation targets.
 
     python benchmarks/nonlinear.py [--quick] [--parts cost wobbly forecast] [--seeds 0 1 2] [--no-write]
-                                   [--wobbly-noise fixed|input] [--wobbly-clip C] [--calibrate]
+                                   [--wobbly-noise fixed|input] [--wobbly-clip C] [--wobbly-state-dim S]
+                                   [--wobbly-schedule step|linear|cosine|constant] [--calibrate]
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ class Settings:
     wobbly_epochs: int = 5
     wobbly_noise: str = "fixed"  # R of the Kalman models: "fixed" (the paper's) or "input" (a noise head)
     wobbly_clip: float | None = None  # gradient-norm clipping of the Kalman models (Lightning's gradient_clip_val)
+    wobbly_state_dim: int = 4  # S of the Kalman models
+    wobbly_schedule: str = "step"  # learning-rate schedule of the Kalman models
     pendulum_train: int = 1000
     pendulum_test: int = 300
     pendulum_origins: tuple = (40, 55)
@@ -170,14 +175,15 @@ def wobbly_models(settings: Settings, seed: int, epochs: int, predictors=WOBBLY_
     """{row name: unfitted LDMFilter} for the chosen predictors."""
     common = dict(objective="knn", latent_dim=2, hidden=(200,) * 10, max_epochs=epochs, random_state=seed,
                   verbose=False)
-    kalman = dict(common, state_dim=4, noise=settings.wobbly_noise)
+    kalman = dict(common, state_dim=settings.wobbly_state_dim, noise=settings.wobbly_noise, schedule=settings.wobbly_schedule)
     if settings.wobbly_clip is not None:
         kalman["trainer_kwargs"] = {"gradient_clip_val": settings.wobbly_clip}
-    r_form = (", input-dependent R" if settings.wobbly_noise == "input" else "") + (
-        f", gradients clipped at {settings.wobbly_clip:g}" if settings.wobbly_clip is not None else "")
+    r_form = f"S={settings.wobbly_state_dim}" + (", input-dependent R" if settings.wobbly_noise == "input" else "") + (
+        f", gradients clipped at {settings.wobbly_clip:g}" if settings.wobbly_clip is not None else "") + (
+        f", {settings.wobbly_schedule} schedule" if settings.wobbly_schedule != "step" else "")
     models = {
-        "linear": (f"Kalman, linear (S=4{r_form})", lambda: LDMFilter(**kalman)),
-        "mlp": (f"Kalman, MLP {settings.dynamics_hidden} linearize (S=4{r_form})", lambda: LDMFilter(
+        "linear": (f"Kalman, linear ({r_form})", lambda: LDMFilter(**kalman)),
+        "mlp": (f"Kalman, MLP {settings.dynamics_hidden} linearize ({r_form})", lambda: LDMFilter(
             dynamics="mlp", dynamics_hidden=settings.dynamics_hidden, **kalman)),
         "rnn": ("RNN predictor (paper)", lambda: LDMFilter(predictor="rnn", **common)),
     }
@@ -237,7 +243,10 @@ def render_wobbly(per_seed: dict, settings: Settings) -> str:
         + ("the noise head `R_t = exp(s)·diag(softplus(g(x_t)) + floor)` (`noise='input'`)" if settings.wobbly_noise == "input"
            else "the paper's fixed `R = exp(s)·I`")
         + (f", gradient norm clipped at {settings.wobbly_clip:g} (`trainer_kwargs={{'gradient_clip_val': {settings.wobbly_clip:g}}}`)"
-           if settings.wobbly_clip is not None else "") + ". Probe: least squares from the filtered state means "
+           if settings.wobbly_clip is not None else "")
+        + (f", state dimension S = {settings.wobbly_state_dim}" if settings.wobbly_state_dim != 4 else "")
+        + (f", `schedule='{settings.wobbly_schedule}'`" if settings.wobbly_schedule != "step" else "")
+        + ". Probe: least squares from the filtered state means "
         "(RNN: latents) of the first 800 training sequences to the true position, R² on the test sequences. "
         "Beliefs: Kalman models, `fit_readout` on the same 800 sequences and the exact linear push-forward of "
         "the filtered state belief; RNN, the probe with its residual covariance.",
@@ -413,6 +422,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--wobbly-noise", choices=("fixed", "input"), default="fixed",
                         help="observation noise of the Kalman models in the wobbly part (default: the paper's fixed R)")
     parser.add_argument("--wobbly-clip", type=float, help="clip the Kalman models' gradient norm at this value (default: no clipping)")
+    parser.add_argument("--wobbly-state-dim", type=int, default=4, help="state dimension S of the Kalman models (default 4)")
+    parser.add_argument("--wobbly-schedule", choices=("step", "linear", "cosine", "constant"), default="step",
+                        help="learning-rate schedule of the Kalman models (default: the paper's step decay)")
     parser.add_argument("--forecast-data", nargs="+", choices=("pendulum", "lorenz"), help="data sets of the forecast part")
     parser.add_argument("--pendulum-epochs", type=int, help="epochs of every pendulum model (default: the recipe's 2)")
     parser.add_argument("--rules", nargs="+", choices=RULES, help="moment rules of the MLP predictor (default: all)")
@@ -424,7 +436,8 @@ def main(argv=None) -> dict:
         settings = replace(settings, wobbly_train=args.wobbly_train)
     if args.wobbly_epochs:
         settings = replace(settings, wobbly_epochs=args.wobbly_epochs)
-    settings = replace(settings, wobbly_noise=args.wobbly_noise, wobbly_clip=args.wobbly_clip)
+    settings = replace(settings, wobbly_noise=args.wobbly_noise, wobbly_clip=args.wobbly_clip,
+                       wobbly_state_dim=args.wobbly_state_dim, wobbly_schedule=args.wobbly_schedule)
     if args.forecast_data:
         settings = replace(settings, forecast_data=tuple(args.forecast_data))
     if args.pendulum_epochs:
@@ -442,7 +455,9 @@ def main(argv=None) -> dict:
             "cost": "cost" + (f", rules: {', '.join(settings.rules)}" if args.rules else ""),
             "wobbly": f"wobbly, {settings.wobbly_train} sequences × {settings.wobbly_epochs} epochs"
             + (", Kalman models with input-dependent R" if settings.wobbly_noise == "input" else "")
-            + (f", gradients clipped at {settings.wobbly_clip:g}" if settings.wobbly_clip is not None else ""),
+            + (f", gradients clipped at {settings.wobbly_clip:g}" if settings.wobbly_clip is not None else "")
+            + (f", S={settings.wobbly_state_dim}" if settings.wobbly_state_dim != 4 else "")
+            + (f", {settings.wobbly_schedule} schedule" if settings.wobbly_schedule != "step" else ""),
             "forecast": "forecast" if args.forecast_data is None and args.pendulum_epochs is None
             else f"forecast, {' and '.join(settings.forecast_data)}" + (
                 f" (pendulum models at {settings.pendulum_epochs} epochs)" if args.pendulum_epochs else "") + (

@@ -64,3 +64,14 @@ def test_calibrate_option_adds_recalibrated_rows(load_benchmark):
         assert raw[1]["crps"] != calibrated[1]["crps"]  # the factors change the spread (CRPS depends on it)
     text = module.render_forecast(results["forecast"], replace(module.QUICK, calibrate=True))
     assert "| linear, recalibrated |" in text and "calibrate_forecast(X_val, 20" in text
+
+
+def test_wobbly_state_dim_and_schedule_options_reach_only_the_kalman_models(load_benchmark):
+    module = load_benchmark("nonlinear")
+    settings = replace(module.QUICK, wobbly_state_dim=8, wobbly_schedule="cosine")
+    for name, model in module.wobbly_models(settings, seed=0, epochs=1).items():
+        kalman = model.predictor != "rnn"
+        assert (model.state_dim == 8 and model.schedule == "cosine") == kalman
+        assert ("S=8" in name and "cosine schedule" in name) == kalman
+    text = module.render_wobbly({0: {"row": {"r2": 0.9, "coverage": 0.9, "nll": 1.0, "fit_s": 1.0, "steps_per_s": 1.0}}}, settings)
+    assert "state dimension S = 8" in text and "`schedule='cosine'`" in text

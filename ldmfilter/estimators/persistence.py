@@ -1,5 +1,6 @@
-"""Model files: one file with hyper-parameters, weights, input normalisation, read-outs and the
-input schema (observation shape, channel names, observation dims, frequency).
+"""Model files: one file with hyper-parameters, weights, input normalisation, read-outs, the
+input schema (observation shape, channel names, observation dims, frequency) and the forecast
+calibration (``forecast_scale_``, when ``calibrate_forecast`` was run).
 
 Written atomically (a temporary file in the same folder, then a rename) and read with
 ``torch.load(weights_only=True)``, so a file from a stranger cannot run code.  The file holds a

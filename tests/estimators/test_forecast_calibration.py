@@ -247,6 +247,13 @@ def test_bad_arguments_are_named(walks, kwargs, message):
         known_model().calibrate_forecast(walks[0][:5], **kwargs)
 
 
+def test_the_rnn_predictor_has_no_forecasts_to_calibrate():
+    X = np.random.default_rng(6).normal(size=(8, 30, 3))
+    model = LDMFilter(predictor="rnn", objective="knn", latent_dim=2, hidden=(8,), max_epochs=1, verbose=False).fit(X)
+    with pytest.raises(ValueError, match="calibrate_forecast needs predictor='kalman'"):
+        model.calibrate_forecast(X, 3)
+
+
 def test_observations_of_another_width_are_refused(walks):
     with pytest.raises(ValueError, match="X"):
         known_model().calibrate_forecast(walks[0][..., :1], 3)

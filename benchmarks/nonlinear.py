@@ -316,13 +316,17 @@ def run_forecast_seed(settings: Settings, seed: int, log=print) -> dict:
         recipe = pendulum_benchmark.FULL.ldm_kwargs()
         if settings.pendulum_epochs is not None:
             recipe["max_epochs"] = settings.pendulum_epochs
-        train, test, validation = (make_pendulum_video(n, 75, 24, seed=offset + seed) for n, offset in (
-            (settings.pendulum_train, 0), (settings.pendulum_test, 10_000), (settings.pendulum_test, 20_000)))
+        train = make_pendulum_video(settings.pendulum_train, 75, 24, seed=seed)
+        test = make_pendulum_video(settings.pendulum_test, 75, 24, seed=10_000 + seed)
+        validation = None
+        if settings.calibrate:
+            held_out = make_pendulum_video(settings.pendulum_test, 75, 24, seed=20_000 + seed)
+            validation = (held_out.frames, held_out.targets)
         make = lambda extra: LDMFilter(**recipe, **extra, dynamics_hidden=settings.dynamics_hidden,  # noqa: E731
                                        random_state=seed, verbose=False)
         out[f"pendulum video, {recipe['max_epochs']} epochs"] = forecast_rows(
             make, (train.frames, train.targets), (test.frames, test.targets), settings.pendulum_origins, log, "pendulum",
-            settings.rules, (validation.frames, validation.targets) if settings.calibrate else None)
+            settings.rules, validation)
     lorenz_settings = settings.lorenz
     recipe = dict(lorenz_settings.ldm)
     for level in settings.lorenz_levels if "lorenz" in settings.forecast_data else ():

@@ -11,7 +11,7 @@ import torch
 from scipy.stats import multivariate_normal
 
 import ldmfilter
-from ldmfilter import KalmanFilter, LDMFilter, metrics
+from ldmfilter import ExtendedKalmanFilter, KalmanFilter, LDMFilter, UnscentedKalmanFilter, metrics
 from ldmfilter.estimators import FilterStream
 from ldmfilter.estimators.forecast_calibration import (
     MAX_ORIGINS,
@@ -153,6 +153,16 @@ def test_forecast_multiplies_the_state_covariance_and_reads_it_out(walks):
     np.testing.assert_allclose(calibrated.state.cov, raw.state.cov * factors[None, :, None, None], rtol=1e-12)
     H_cov_H = calibrated.observations.cov - R_TRUE  # H = I: the observation belief is the state's plus R
     np.testing.assert_allclose(H_cov_H, calibrated.state.cov, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("estimator", [ExtendedKalmanFilter, UnscentedKalmanFilter])
+def test_learned_nonlinear_classical_filters_calibrate_too(walks, estimator):
+    model = estimator(2, n_iter=3, hidden=(8,)).fit(walks[0][:20, :60])
+    raw = model.forecast(walks[1][:4, :60], 5)
+    model.calibrate_forecast(walks[0][20:60], 5)
+    assert model.forecast_scale_.shape == (5,) and np.all(np.isfinite(model.forecast_scale_))
+    calibrated = model.forecast(walks[1][:4, :60], 5)
+    np.testing.assert_allclose(calibrated.state.cov, raw.state.cov * model.forecast_scale_[None, :, None, None], rtol=1e-10)
 
 
 def test_calibrating_against_targets_uses_the_target_read_out():

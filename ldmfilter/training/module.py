@@ -161,9 +161,12 @@ class LDMTrainingModule(L.LightningModule):
         try:
             self.model.after_optimizer_step(self.max_radius)
         except FloatingPointError as error:  # the step, the loss and what to try
+            clip = self.trainer.gradient_clip_val
+            advice = (f"a smaller clipping value than {clip:g}" if clip else
+                      "gradient clipping (trainer_kwargs={'gradient_clip_val': 1.0})")
             raise FloatingPointError(
                 f"{error} at optimiser step {self.global_step} (the loss of that step: {self.loss_history[-1]:.4g}); "
-                "try a smaller learning_rate or lr_multipliers, or gradient clipping (trainer_kwargs={'gradient_clip_val': 1.0})"
+                f"try a smaller learning_rate or lr_multipliers, or {advice}"
             ) from error
 
     def on_train_epoch_end(self) -> None:

@@ -213,11 +213,12 @@ def test_a_diverged_transition_stops_training_with_a_clear_error(tiny):
     """A non-finite gradient makes A NaN: the radius clip raises instead of handing NaN to the
     eigenvalue routine (where MKL crashed the process)."""
     x, _ = tiny
-    model = make_model("fixed")
-    model.dynamics.transition.register_hook(lambda grad: grad * float("nan"))
-    module = LDMTrainingModule(model, learning_rate=0.05, schedule="constant")
-    with pytest.raises(FloatingPointError, match="training diverged at optimiser step 1 .*smaller learning_rate"):
-        trainer(max_epochs=1).fit(module, datamodule=SequenceDataModule(x, batch_size=8))
+    for clip, advice in ((None, r"gradient clipping \(trainer_kwargs"), (0.5, "a smaller clipping value than 0.5$")):
+        model = make_model("fixed")
+        model.dynamics.transition.register_hook(lambda grad: grad * float("nan"))
+        module = LDMTrainingModule(model, learning_rate=0.05, schedule="constant")
+        with pytest.raises(FloatingPointError, match=f"training diverged at optimiser step 1 .*smaller learning_rate.*{advice}"):
+            trainer(max_epochs=1, gradient_clip_val=clip).fit(module, datamodule=SequenceDataModule(x, batch_size=8))
 
 
 # ------------------------------------------------------------------------------ loop, probe

@@ -248,10 +248,8 @@ class StateSpaceEstimator(ControlInputs, ABC):
         sequences, u = self._inputs(X, controls)
         future = self._future_controls(future_controls, sequences, int(horizon))
         grid = self._filter_grid(sequences.values, sequences.observed, u)
-        last = torch.as_tensor(sequences.layout.grid_lengths() - 1)
-        series = torch.arange(len(last))
-        cov = grid.filtered_cov.expand(grid.filtered_mean.shape + grid.filtered_mean.shape[-1:])
-        belief = self._forecast_grid(grid.filtered_mean[series, last], cov[series, last], int(horizon), future)
+        last = sequences.layout.grid_lengths() - 1
+        belief = self._forecast_grid(*_filtered_at(grid, np.arange(len(last)), last), int(horizon), future)
         mean, cov = belief.mean, self._calibrated(belief.cov)
         if sequences.layout.single:
             mean, cov = mean[0], cov[0]
@@ -324,11 +322,9 @@ class StateSpaceEstimator(ControlInputs, ABC):
             values, _ = self._targets(Y, sequences, "Y")
         series, steps = forecast_origins(sequences.layout.grid_lengths(), horizon, burn_in, every)
         grid = self._filter_grid(sequences.values, sequences.observed, u)
-        cov = grid.filtered_cov.expand(grid.filtered_mean.shape + grid.filtered_mean.shape[-1:])
         ahead = steps[:, None] + np.arange(1, horizon + 1)  # (N, H) grid steps forecast
         future = None if u is None else u[series[:, None], ahead]
-        index = torch.as_tensor(series), torch.as_tensor(steps)
-        belief = self._forecast_grid(grid.filtered_mean[index], cov[index], horizon, future)
+        belief = self._forecast_grid(*_filtered_at(grid, series, steps), horizon, future)
         truth = torch.as_tensor(values[series[:, None], ahead], dtype=torch.float64)
         valid = torch.isfinite(truth).all(-1)
         if not bool(valid.any(0).all()):
@@ -346,3 +342,9 @@ class StateSpaceEstimator(ControlInputs, ABC):
         self.forecast_scale_ = fit_scales(nll_at, horizon)
         return self
 
+
+def _filtered_at(grid: GridFilterResult, series: np.ndarray, steps: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Filtered means (N, S) and covariances (N, S, S) of ``grid`` at (series, step) pairs (shared covariances too)."""
+    mean = grid.filtered_mean
+    index = torch.as_tensor(series), torch.as_tensor(steps)
+    return mean[index], grid.filtered_cov.expand(mean.shape + mean.shape[-1:])[index]

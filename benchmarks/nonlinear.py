@@ -25,11 +25,15 @@ Three parts, each writing its own section of ``benchmarks/results/nonlinear.md``
   state for Lorenz-63) from origins inside each test sequence; NLL, CRPS and 90% coverage at
   horizons 1, 5 and 20.  ``--calibrate`` adds, for each model, the same scores after
   ``calibrate_forecast`` on validation sequences (as many as the test set, drawn separately):
-  one factor per horizon on the state forecast covariance, fitted to the validation targets.
+  one factor per horizon on the state forecast covariance, fitted to the validation targets by
+  maximum likelihood; ``--calibrate likelihood coverage`` scores both that and the factors that
+  give the validation targets' 90% intervals 90% coverage (``method="coverage"``), on the same
+  models.
 
     python benchmarks/nonlinear.py [--quick] [--parts cost wobbly forecast] [--seeds 0 1 2] [--no-write]
                                    [--wobbly-noise fixed|input] [--wobbly-clip C] [--wobbly-state-dim S]
-                                   [--wobbly-schedule step|linear|cosine|constant] [--calibrate]
+                                   [--wobbly-schedule step|linear|cosine|constant]
+                                   [--calibrate [likelihood] [coverage]]
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ from pendulum_video import _fmt  # noqa: E402  (mean ± sd over seeds)
 RESULTS = Path(__file__).resolve().parent / "results"
 RULES = ("linearize", "unscented", "cubature")
 HORIZONS = (1, 5, 20)
+COVERAGE_LEVEL = 0.9  # the interval level scored, and the target of calibrate_forecast(method="coverage")
+RECALIBRATED = {"likelihood": "recalibrated", "coverage": f"recalibrated to {COVERAGE_LEVEL:.0%} coverage"}
 PAPER_WOBBLY_R2 = 0.94  # the paper's RNN predictor, 10,000 sequences, 20 epochs
 
 
@@ -83,7 +89,7 @@ class Settings:
     lorenz: lorenz_benchmark.Settings = lorenz_benchmark.Settings()  # data sizes and the LDMFilter recipe
     dynamics_hidden: tuple = (64,)
     rules: tuple = RULES  # moment rules of the MLP predictor compared with the linear one
-    calibrate: bool = False  # also score each model after calibrate_forecast on validation sequences
+    calibrate: tuple = ()  # calibrate_forecast methods each model is also scored after (on validation sequences)
 
 
 FULL = Settings()
@@ -277,16 +283,18 @@ def horizon_scores(targets: np.ndarray, beliefs: list, origins: tuple) -> dict:
         cov = np.concatenate([b.cov[:, h - 1] for b in beliefs])
         std = np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1))
         out[h] = {"nll": metrics.gaussian_nll(y, mean, cov=cov), "crps": metrics.crps_gaussian(y, mean, std),
-                  "coverage": metrics.gaussian_interval_coverage(y, mean, std, 0.9)}
+                  "coverage": metrics.gaussian_interval_coverage(y, mean, std, COVERAGE_LEVEL)}
     return out
 
 
-def forecast_rows(make, train: tuple, test: tuple, origins: tuple, log, label: str, rules=RULES, validation=None) -> dict:
+def forecast_rows(make, train: tuple, test: tuple, origins: tuple, log, label: str, rules=RULES, validation=None,
+                  methods=("likelihood",)) -> dict:
     """Forecast scores of every predictor: ``{row name: {"scores", "fit_s"}}``.
 
     ``train``, ``test`` and ``validation`` are ``(X, targets)`` pairs; with ``validation``, each
-    model is also scored after ``calibrate_forecast`` on it (row ``"<name>, recalibrated"``,
-    its ``fit_s`` the calibration's seconds).
+    model is also scored after ``calibrate_forecast`` on it with each method of ``methods`` (rows
+    ``"<name>, recalibrated"`` for the likelihood, ``"<name>, recalibrated to 90% coverage"``;
+    their ``fit_s`` the calibration's seconds).
     """
     rows = {}
     x_test, y_test = test
@@ -302,11 +310,12 @@ def forecast_rows(make, train: tuple, test: tuple, origins: tuple, log, label: s
         started = time.perf_counter()
         model = make(extra).fit(train[0], targets=train[1])
         score(name, model, time.perf_counter() - started)
-        if validation is not None:
+        for method in methods if validation is not None else ():
             started = time.perf_counter()
-            model.calibrate_forecast(validation[0], max(HORIZONS), Y=validation[1])
-            log(f"  {label} {name}: factors at h = {HORIZONS}: {np.round(model.forecast_scale_[np.array(HORIZONS) - 1], 2)}")
-            score(f"{name}, recalibrated", model, time.perf_counter() - started)
+            model.calibrate_forecast(validation[0], max(HORIZONS), Y=validation[1], method=method, level=COVERAGE_LEVEL)
+            factors = np.round(model.forecast_scale_[np.array(HORIZONS) - 1], 2)
+            log(f"  {label} {name}: {method} factors at h = {HORIZONS}: {factors}")
+            score(f"{name}, {RECALIBRATED[method]}", model, time.perf_counter() - started)
     return rows
 
 
@@ -326,7 +335,7 @@ def run_forecast_seed(settings: Settings, seed: int, log=print) -> dict:
                                        random_state=seed, verbose=False)
         out[f"pendulum video, {recipe['max_epochs']} epochs"] = forecast_rows(
             make, (train.frames, train.targets), (test.frames, test.targets), settings.pendulum_origins, log, "pendulum",
-            settings.rules, validation)
+            settings.rules, validation, settings.calibrate)
     lorenz_settings = settings.lorenz
     recipe = dict(lorenz_settings.ldm)
     for level in settings.lorenz_levels if "lorenz" in settings.forecast_data else ():
@@ -344,7 +353,7 @@ def run_forecast_seed(settings: Settings, seed: int, log=print) -> dict:
                                        random_state=seed, verbose=False)
         out[f"lorenz, 1/r² = {level:+.0f} dB"] = forecast_rows(make, (y_train, x_train), (y_test, x_test),
                                                                settings.lorenz_origins, log, f"lorenz {level:+.0f} dB",
-                                                               settings.rules, validation)
+                                                               settings.rules, validation, settings.calibrate)
     return out
 
 
@@ -370,8 +379,10 @@ def render_forecast(per_seed: dict, settings: Settings) -> str:
         "lower is better. Bold: best NLL per data set and horizon."
         + (" Rows “…, recalibrated”: the same model after `calibrate_forecast(X_val, "
            f"{max(HORIZONS)}, Y=targets_val)` on validation sequences drawn separately (as many as the test "
-           "sequences): one factor per horizon on the state forecast covariance; their last column is the "
-           "calibration's seconds." if settings.calibrate else ""),
+           "sequences): one factor per horizon on the state forecast covariance, by maximum likelihood; rows "
+           f"“…, {RECALIBRATED['coverage']}”: `method='coverage'`, the factors whose {COVERAGE_LEVEL:.0%} "
+           "intervals cover that share of the validation targets; their last column is the calibration's "
+           "seconds." if settings.calibrate else ""),
         "",
     ]
     data_names = list(per_seed[seeds[0]])
@@ -432,8 +443,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--forecast-data", nargs="+", choices=("pendulum", "lorenz"), help="data sets of the forecast part")
     parser.add_argument("--pendulum-epochs", type=int, help="epochs of every pendulum model (default: the recipe's 2)")
     parser.add_argument("--rules", nargs="+", choices=RULES, help="moment rules of the MLP predictor (default: all)")
-    parser.add_argument("--calibrate", action="store_true",
-                        help="forecast part: also score each model after calibrate_forecast on validation sequences")
+    parser.add_argument("--calibrate", nargs="*", choices=("likelihood", "coverage"),
+                        help="forecast part: also score each model after calibrate_forecast on validation sequences "
+                        "with these methods (default: likelihood)")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     if args.wobbly_train:
@@ -448,7 +460,8 @@ def main(argv=None) -> dict:
         settings = replace(settings, pendulum_epochs=args.pendulum_epochs)
     if args.rules:
         settings = replace(settings, rules=tuple(args.rules))
-    settings = replace(settings, calibrate=args.calibrate)
+    if args.calibrate is not None:
+        settings = replace(settings, calibrate=tuple(dict.fromkeys(args.calibrate or ["likelihood"])))
     torch.set_num_threads(1)
     path = RESULTS / ("nonlinear_quick.md" if args.quick else "nonlinear.md")
     results = {}
@@ -466,7 +479,9 @@ def main(argv=None) -> dict:
             else f"forecast, {' and '.join(settings.forecast_data)}" + (
                 f" (pendulum models at {settings.pendulum_epochs} epochs)" if args.pendulum_epochs else "") + (
                 f", rules: {', '.join(settings.rules)}" if args.rules else "")
-            + (", recalibrated" if settings.calibrate else ""),
+            + (", recalibrated" if settings.calibrate else "")
+            + (" (likelihood and coverage)" if len(settings.calibrate) > 1 else
+               " (coverage)" if settings.calibrate == ("coverage",) else ""),
         }[part]
 
         def write(body: str, seeds_done=None) -> None:

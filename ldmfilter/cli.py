@@ -294,10 +294,12 @@ def _calibrate(args) -> int:
     data = _read(args)
     _check_order(data, args.data)
     data, targets = _split(data, args.data, None, args.targets)
-    model.calibrate_forecast(_model_inputs(model, data), args.horizon, Y=targets, burn_in=args.burn_in, every=args.every)
+    model.calibrate_forecast(_model_inputs(model, data), args.horizon, Y=targets, burn_in=args.burn_in, every=args.every,
+                             method=args.method, level=args.level)
     model.save(out)
     against = f"targets {_short(args.targets)}" if args.targets else "the observations"
-    print(f"calibrated {args.horizon}-step forecasts against {against}; factors on the state covariance:")
+    criterion = "maximum likelihood" if args.method == "likelihood" else f"{args.level:.0%} coverage"
+    print(f"calibrated {args.horizon}-step forecasts against {against} ({criterion}); factors on the state covariance:")
     print(_factors(model.forecast_scale_))
     print(f"wrote {out}")
     return 0
@@ -429,8 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate = commands.add_parser(
         "calibrate", help="recalibrate a saved model's forecast intervals on held-out data",
         description="Forecast H steps from many origins of DATA (series the model was not fitted on), fit one factor per "
-        "horizon on the forecast covariance by maximum likelihood, and write the model with the factors "
-        "(LDMFilter.calibrate_forecast).",
+        "horizon on the forecast covariance (by maximum likelihood, or so that the intervals of a level cover that "
+        "share), and write the model with the factors (LDMFilter.calibrate_forecast).",
     )
     _data_options(calibrate)
     calibrate.add_argument("--model", "-m", required=True, metavar="FILE", help="model file to calibrate")
@@ -443,6 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
                            help="first forecast origin of each series (default: a quarter of its steps)")
     calibrate.add_argument("--every", type=_positive_int, metavar="STEPS",
                            help="steps between origins (default: at most 2048 origins)")
+    calibrate.add_argument("--method", choices=("likelihood", "coverage"), default="likelihood",
+                           help="what the factors optimise (default: likelihood)")
+    calibrate.add_argument("--level", type=_probability, default=0.9, metavar="P",
+                           help="interval level of --method coverage (default 0.9)")
     calibrate.add_argument("--out", "-o", metavar="FILE", help="model file to write (default: overwrite --model)")
     calibrate.set_defaults(run=_calibrate)
 

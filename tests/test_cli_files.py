@@ -294,3 +294,21 @@ def test_calibrate_writes_the_factors_that_forecast_then_applies(fitted, tmp_pat
     status, _, err = run(["calibrate", held_out, "--series-col", "site", "-m", folder / "model.ldm", "--horizon", "70",
                           "-o", tmp_path / "never.ldm"])
     assert status == 2 and "no series is long enough" in err and not (tmp_path / "never.ldm").exists()
+
+
+def test_calibrate_to_a_coverage_level(fitted, tmp_path):
+    folder, _ = fitted
+    held_out, table = tmp_path / "held_out.csv", sensor_table(rows=60, seed=7)
+    table.to_csv(held_out, index=False)
+    status, out, err = run(["calibrate", held_out, "--series-col", "site", "-m", folder / "model.ldm", "--horizon", "3",
+                            "--targets", "pos", "--method", "coverage", "--level", "0.8", "-o", tmp_path / "c.ldm"])
+    assert status == 0, err
+    assert "(80% coverage)" in out
+    indexed = table.assign(timestamp=pd.to_datetime(table.timestamp)).set_index(["site", "timestamp"])
+    expected = ldmfilter.load(folder / "model.ldm").calibrate_forecast(
+        indexed[["u", "v", "w"]], 3, Y=indexed[["pos"]], method="coverage", level=0.8).forecast_scale_
+    np.testing.assert_allclose(ldmfilter.load(tmp_path / "c.ldm").forecast_scale_, expected, rtol=1e-6)
+    with pytest.raises(SystemExit) as exit_:
+        run(["calibrate", held_out, "--series-col", "site", "-m", folder / "model.ldm", "--horizon", "3",
+             "--method", "coverage", "--level", "1.5", "-o", tmp_path / "never.ldm"])
+    assert exit_.value.code == 2 and not (tmp_path / "never.ldm").exists()

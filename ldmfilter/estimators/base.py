@@ -19,7 +19,9 @@ from ..io import InputSchema, Sequences, to_sequences
 from ..nn.readout import LinearReadout, MLPReadout
 from ..results import FilterResult, ForecastResult, GaussianMoments
 from .controls import ControlInputs
-from .forecast_calibration import fit_scales, forecast_origins, gaussian_nll_sums, scale_forecast_cov
+from .forecast_calibration import (
+    METHODS, fit_coverage_scales, fit_scales, forecast_origins, gaussian_nll_sums, marginal_coverage, scale_forecast_cov,
+)
 
 __all__ = ["StateSpaceEstimator", "FULL_COVARIANCE_MAX_DIM", "READOUTS"]
 
@@ -260,14 +262,17 @@ class StateSpaceEstimator(ControlInputs, ABC):
         scale = getattr(self, "forecast_scale_", None)
         return cov if scale is None else scale_forecast_cov(cov, scale)
 
-    def calibrate_forecast(self, X, horizon: int, Y=None, controls=None, burn_in: int | None = None, every: int | None = None):
+    def calibrate_forecast(self, X, horizon: int, Y=None, controls=None, burn_in: int | None = None, every: int | None = None,
+                           method: str = "likelihood", level: float = 0.9):
         """Recalibrate the forecast covariances on data, one factor per horizon.
 
         Forecasts ``horizon`` steps from many origins of ``X``, reads them out to the targets
         ``Y`` (or, without ``Y``, to the observations ``X`` themselves) and sets
         ``forecast_scale_[h - 1]``: the factor on the state forecast covariance of step ``h``
-        that maximises the Gaussian likelihood of the values ``h`` steps after each origin.
-        :meth:`forecast` applies it (and the last factor beyond ``horizon``); ``filter`` and
+        that maximises the Gaussian likelihood of the values ``h`` steps after each origin
+        (``method="likelihood"``), or at which the central ``level`` intervals of those values
+        cover ``level`` of them (``method="coverage"``; marginal intervals, pooled over the
+        values' dimensions).  :meth:`forecast` applies it (and the last factor beyond ``horizon``); ``filter`` and
         ``smooth`` are unchanged.  Use series the model was not fitted on.  A factor above 1
         says the model's ``h``-step intervals were too narrow, below 1 too wide.  Calibrating
         again replaces the factors; ``fit`` removes them.  See
@@ -292,6 +297,12 @@ class StateSpaceEstimator(ControlInputs, ABC):
         every : int, optional
             Steps between origins (default: the smallest spacing that gives at most
             ``MAX_ORIGINS`` = 2048 origins).
+        method : {"likelihood", "coverage"}
+            What the factors optimise.  The two agree for Gaussian errors; with heavy-tailed
+            errors the likelihood's factors can leave the intervals too wide or too narrow at a
+            given level, while the coverage factors hit it on the calibration data.
+        level : float in (0, 1)
+            The interval level of ``method="coverage"`` (ignored otherwise).
 
         Returns
         -------
@@ -300,14 +311,18 @@ class StateSpaceEstimator(ControlInputs, ABC):
         Raises
         ------
         ValueError
-            Bad ``horizon``, ``burn_in`` or ``every``; no read-out for the space; no series long
-            enough for one origin; no known value at some horizon.
+            Bad ``horizon``, ``burn_in``, ``every``, ``method`` or ``level``; no read-out for the
+            space; no series long enough for one origin; no known value at some horizon.
         """
         for name, value, least in (("horizon", horizon, 1), ("burn_in", burn_in, 0), ("every", every, 1)):
             if value is None and name != "horizon":
                 continue
             if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < least:
                 raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}")
+        if isinstance(level, (bool, np.bool_)) or not isinstance(level, (int, float, np.number)) or not 0 < level < 1:
+            raise ValueError(f"level must be a number in (0, 1), got {level!r}")
         horizon = int(horizon)
         sequences, u = self._inputs(X, controls)
         space = "observations" if Y is None else "targets"
@@ -333,13 +348,23 @@ class StateSpaceEstimator(ControlInputs, ABC):
         mean = belief.mean.detach().to(torch.float64)
         state_cov = belief.cov.detach().to(torch.float64).expand(mean.shape + mean.shape[-1:])
 
-        def nll_at(log_scale: torch.Tensor) -> torch.Tensor:
+        def read_out(log_scale: torch.Tensor) -> tuple:
             with torch.no_grad():
-                read_mean, read_cov, read_var = self._readout_moments(space, mean, state_cov * torch.exp(log_scale)[:, None, None])
-            as64 = lambda t: None if t is None else t.to(torch.float64)  # noqa: E731
-            return gaussian_nll_sums(truth, valid, as64(read_mean), as64(read_cov), as64(read_var))
+                moments = self._readout_moments(space, mean, state_cov * torch.exp(log_scale)[:, None, None])
+            return tuple(None if t is None else t.to(torch.float64) for t in moments)
 
-        self.forecast_scale_ = fit_scales(nll_at, horizon)
+        def nll_at(log_scale: torch.Tensor) -> torch.Tensor:
+            return gaussian_nll_sums(truth, valid, *read_out(log_scale))
+
+        def coverage_at(log_scale: torch.Tensor) -> torch.Tensor:
+            read_mean, read_cov, read_var = read_out(log_scale)
+            var = torch.diagonal(read_cov, dim1=-2, dim2=-1) if read_cov is not None else read_var
+            return marginal_coverage(truth, valid, read_mean, var, float(level))
+
+        if method == "likelihood":
+            self.forecast_scale_ = fit_scales(nll_at, horizon)
+        else:
+            self.forecast_scale_ = fit_coverage_scales(coverage_at, horizon, float(level))
         return self
 
 

@@ -5,13 +5,20 @@ transition only ever trained on one-step predictions, a moment rule that under-s
 nonlinear map), the ``h``-step intervals can come out too narrow or too wide.  Calibration
 measures that on data: it forecasts from many origins of the given series, reads the forecasts
 out to a space with known values (targets or observations), and for each horizon ``h`` finds the
-factor ``c_h`` on the *state* forecast covariance that maximises the Gaussian likelihood of the
-values ``h`` steps ahead.  ``forecast`` then multiplies the state covariance of step ``h`` by
-``c_h`` (and of steps beyond the calibrated horizon by the last factor); the observation and
-target beliefs follow through the read-outs.
+factor ``c_h`` on the *state* forecast covariance that either maximises the Gaussian likelihood
+of the values ``h`` steps ahead (``method="likelihood"``) or makes the central intervals of a
+chosen level cover exactly that share of them (``method="coverage"``).  ``forecast`` then
+multiplies the state covariance of step ``h`` by ``c_h`` (and of steps beyond the calibrated
+horizon by the last factor); the observation and target beliefs follow through the read-outs.
 
-The factor of each horizon is found by a coarse search over ``log c`` followed by a
-golden-section refinement, for all horizons at once (one read-out evaluation per iteration).
+The two criteria agree when the forecast errors are Gaussian.  With heavy-tailed errors (chaotic
+flows, rare large misses) the likelihood is dominated by the few largest errors and its factors
+can make the intervals too wide or too narrow at a given level; the coverage factors hit the level
+on the calibration data by construction, and leave the likelihood to fall where it may.
+
+The likelihood factor of each horizon is found by a coarse search over ``log c`` followed by a
+golden-section refinement, the coverage factor by bisection on ``log c``; both run for all
+horizons at once (one read-out evaluation per iteration).
 """
 
 from __future__ import annotations
@@ -22,12 +29,17 @@ from typing import Callable
 import numpy as np
 import torch
 
-__all__ = ["forecast_origins", "gaussian_nll_sums", "fit_scales", "scale_forecast_cov", "MAX_ORIGINS"]
+__all__ = [
+    "forecast_origins", "gaussian_nll_sums", "marginal_coverage", "fit_scales", "fit_coverage_scales",
+    "scale_forecast_cov", "MAX_ORIGINS", "METHODS",
+]
 
 MAX_ORIGINS = 2048  # origins used when ``every`` is not given (evenly spaced steps)
 LOG_SCALE_RANGE = (-8.0, 8.0)  # search range of log c_h
 COARSE_POINTS = 33  # log c grid step 0.5
 GOLDEN_ITERATIONS = 30  # bracket of width 1 shrunk to ~5e-7
+BISECTION_ITERATIONS = 40  # bracket of width 16 shrunk to ~1.5e-11
+METHODS = ("likelihood", "coverage")
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -109,6 +121,61 @@ def gaussian_nll_sums(
     nll = nll + 0.5 * error.shape[-1] * LOG_2PI
     nll = torch.where(ok, nll, torch.full_like(nll, math.inf))
     return torch.where(valid, nll, torch.zeros_like(nll)).sum(0)
+
+
+def marginal_coverage(
+    values: torch.Tensor, valid: torch.Tensor, mean: torch.Tensor, var: torch.Tensor, level: float
+) -> torch.Tensor:
+    """Share of the known values inside their marginal central Gaussian interval, per horizon.
+
+    The interval of each value is ``mean ± Φ⁻¹((1 + level)/2) · √var``; the share pools the
+    ``D`` values of every valid row.
+
+    Parameters
+    ----------
+    values, mean, var : Tensor, shape (N, H, D)
+    valid : Tensor of bool, shape (N, H)
+        Rows whose values are all known (the others are left out).
+    level : float in (0, 1)
+
+    Returns
+    -------
+    Tensor, shape (H,)
+        In [0, 1]; a value with zero variance counts as covered only when it equals the mean.
+    """
+    half = math.sqrt(2.0) * torch.special.erfinv(torch.tensor(level, dtype=torch.float64))
+    inside = (values - mean).abs() <= half * var.clamp(min=0).sqrt()
+    counted = valid[..., None].expand_as(inside)
+    return (inside & counted).sum((0, 2)).to(torch.float64) / counted.sum((0, 2)).to(torch.float64)
+
+
+def fit_coverage_scales(coverage_at: Callable[[torch.Tensor], torch.Tensor], horizon: int, level: float) -> np.ndarray:
+    """Per-horizon factors ``c_h`` at which the intervals of ``level`` cover ``level`` of the values.
+
+    Coverage grows with the factor; the result is the smallest factor (to the bisection's
+    resolution) whose coverage reaches ``level``.
+
+    Parameters
+    ----------
+    coverage_at : callable
+        ``log_c`` (H,) ↦ coverage per horizon (H,) with the state covariance of step ``h``
+        multiplied by ``exp(log_c[h])`` (see :func:`marginal_coverage`).
+    horizon : int
+    level : float in (0, 1)
+
+    Returns
+    -------
+    ndarray, shape (H,)
+        The factors; ``exp(LOG_SCALE_RANGE[1])`` where even that does not reach ``level``,
+        ``exp(LOG_SCALE_RANGE[0])`` where that already does (the search does not go beyond).
+    """
+    low = torch.full((horizon,), LOG_SCALE_RANGE[0], dtype=torch.float64)
+    high = torch.full((horizon,), LOG_SCALE_RANGE[1], dtype=torch.float64)
+    for _ in range(BISECTION_ITERATIONS):  # invariant: coverage(high) >= level, or high is the range's top
+        middle = 0.5 * (low + high)
+        enough = coverage_at(middle) >= level
+        high, low = torch.where(enough, middle, high), torch.where(enough, low, middle)
+    return torch.exp(high).numpy()
 
 
 def fit_scales(nll_at: Callable[[torch.Tensor], torch.Tensor], horizon: int) -> np.ndarray:

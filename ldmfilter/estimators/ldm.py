@@ -526,12 +526,13 @@ class LDMFilter(StateSpaceEstimator):
         A, Q, _ = self._transition()
         return kalman_forecast(mean, cov, A, Q, horizon, dyn.transition_offset(u))
 
-    def calibrate_forecast(self, X, horizon: int, Y=None, controls=None, burn_in: int | None = None, every: int | None = None):
+    def calibrate_forecast(self, X, horizon: int, Y=None, controls=None, burn_in: int | None = None, every: int | None = None,
+                           method: str = "likelihood", level: float = 0.9):
         """Recalibrate the forecast covariances on data (Kalman predictor only): see
         :meth:`StateSpaceEstimator.calibrate_forecast <ldmfilter.estimators.base.StateSpaceEstimator.calibrate_forecast>`."""
         self._check_fitted()
         self._check_kalman("calibrate_forecast")
-        return super().calibrate_forecast(X, horizon, Y, controls, burn_in, every)
+        return super().calibrate_forecast(X, horizon, Y, controls, burn_in, every, method, level)
 
     def stream(self, n_series: int = 1) -> FilterStream:
         """A live filter: one new observation of each series per ``update`` call.

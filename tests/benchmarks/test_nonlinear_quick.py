@@ -55,15 +55,28 @@ def test_wobbly_clip_option_reaches_only_the_kalman_models(load_benchmark):
 def test_calibrate_option_adds_recalibrated_rows(load_benchmark):
     module = load_benchmark("nonlinear")
     results = module.main(["--quick", "--parts", "forecast", "--forecast-data", "lorenz", "--rules", "linearize",
-                           "--seeds", "0", "--calibrate", "--no-write"])
+                           "--seeds", "0", "--calibrate", "likelihood", "coverage", "--no-write"])
     rows = results["forecast"][0]["lorenz, 1/r² = +20 dB"]
-    assert list(rows) == ["linear", "linear, recalibrated", "MLP, linearize", "MLP, linearize, recalibrated"]
+    coverage = "recalibrated to 90% coverage"
+    assert list(rows) == ["linear", "linear, recalibrated", f"linear, {coverage}",
+                          "MLP, linearize", "MLP, linearize, recalibrated", f"MLP, linearize, {coverage}"]
     for name in ("linear", "MLP, linearize"):
-        raw, calibrated = rows[name]["scores"], rows[f"{name}, recalibrated"]["scores"]
-        assert all(math.isfinite(calibrated[h]["nll"]) for h in module.HORIZONS)
-        assert raw[1]["crps"] != calibrated[1]["crps"]  # the factors change the spread (CRPS depends on it)
-    text = module.render_forecast(results["forecast"], replace(module.QUICK, calibrate=True))
-    assert "| linear, recalibrated |" in text and "calibrate_forecast(X_val, 20" in text
+        raw = rows[name]["scores"]
+        for variant in ("recalibrated", coverage):
+            calibrated = rows[f"{name}, {variant}"]["scores"]
+            assert all(math.isfinite(calibrated[h]["nll"]) for h in module.HORIZONS)
+            assert raw[1]["crps"] != calibrated[1]["crps"]  # the factors change the spread (CRPS depends on it)
+    text = module.render_forecast(results["forecast"], replace(module.QUICK, calibrate=("likelihood", "coverage")))
+    assert "| linear, recalibrated |" in text and f"| linear, {coverage} |" in text
+    assert "calibrate_forecast(X_val, 20" in text and "method='coverage'" in text
+
+
+def test_calibrate_option_alone_means_likelihood(load_benchmark):
+    module = load_benchmark("nonlinear")
+    results = module.main(["--quick", "--parts", "forecast", "--forecast-data", "lorenz", "--rules", "linearize",
+                           "--seeds", "0", "--calibrate", "--no-write"])
+    assert list(results["forecast"][0]["lorenz, 1/r² = +20 dB"]) == [
+        "linear", "linear, recalibrated", "MLP, linearize", "MLP, linearize, recalibrated"]
 
 
 def test_wobbly_state_dim_and_schedule_options_reach_only_the_kalman_models(load_benchmark):

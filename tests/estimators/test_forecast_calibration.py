@@ -8,16 +8,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy.stats import multivariate_normal
+from scipy.stats import multivariate_normal, norm
 
 import ldmfilter
 from ldmfilter import ExtendedKalmanFilter, KalmanFilter, LDMFilter, UnscentedKalmanFilter, metrics
 from ldmfilter.estimators import FilterStream
 from ldmfilter.estimators.forecast_calibration import (
+    LOG_SCALE_RANGE,
     MAX_ORIGINS,
+    fit_coverage_scales,
     fit_scales,
     forecast_origins,
     gaussian_nll_sums,
+    marginal_coverage,
     scale_forecast_cov,
 )
 
@@ -35,11 +38,22 @@ def rotating_walk(n, steps, seed):
     return state + rng.multivariate_normal(np.zeros(2), R_TRUE, size=(n, steps))
 
 
-def known_model(q_factor=1.0):
-    """A KalmanFilter with every parameter fixed at the truth, except Q times ``q_factor``."""
-    fixed = {"A": A_TRUE, "Q": q_factor * Q_TRUE, "H": np.eye(2), "R": R_TRUE, "observation_offset": None,
+def known_model(q_factor=1.0, R=R_TRUE):
+    """A KalmanFilter with every parameter fixed at the truth, except Q times ``q_factor`` (and ``R``)."""
+    fixed = {"A": A_TRUE, "Q": q_factor * Q_TRUE, "H": np.eye(2), "R": R, "observation_offset": None,
              "initial_mean": np.zeros(2), "initial_cov": 3.0 * np.eye(2)}
     return KalmanFilter(state_dim=2, fixed=fixed).fit(rotating_walk(4, 20, seed=99))
+
+
+def heavy_tailed_walk(n, steps, seed, R, df=2.5):
+    """Like :func:`rotating_walk`, with Student-t process noise of covariance ``Q_TRUE`` and observation noise ``R``."""
+    rng = np.random.default_rng(seed)
+    scale = np.sqrt(Q_TRUE[0, 0] * (df - 2.0) / df)
+    state = np.zeros((n, steps, 2))
+    state[:, 0] = rng.normal(size=(n, 2))
+    for t in range(1, steps):
+        state[:, t] = state[:, t - 1] @ A_TRUE.T + scale * rng.standard_t(df, size=(n, 2))
+    return state + rng.multivariate_normal(np.zeros(2), R, size=(n, steps))
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +82,47 @@ def test_fit_scales_finds_the_maximum_likelihood_factor_of_each_horizon():
 def test_fit_scales_refuses_a_likelihood_that_is_never_finite():
     with pytest.raises(FloatingPointError, match=r"horizons \[2\]"):
         fit_scales(lambda log_c: torch.tensor([0.0, float("inf")], dtype=torch.float64) + log_c.square(), 2)
+
+
+def test_fit_coverage_scales_finds_the_smallest_factor_that_reaches_the_level():
+    # heavy-tailed errors scored with variance exp(log c)·v: the answer is an order statistic of |e|/√v
+    rng = np.random.default_rng(1)
+    v = torch.tensor([0.5, 2.0, 1.0], dtype=torch.float64)
+    e = torch.as_tensor(rng.standard_t(2.5, size=(400, 3, 2)), dtype=torch.float64) * torch.sqrt(v)[:, None]
+    valid = torch.ones(400, 3, dtype=torch.bool)
+
+    def coverage_at(log_c):
+        var = (torch.exp(log_c) * v)[None, :, None].expand_as(e)
+        return marginal_coverage(e, valid, torch.zeros_like(e), var, 0.9)
+
+    z = norm.ppf(0.95)
+    ratios = (e.abs() / torch.sqrt(v)[:, None]).permute(1, 0, 2).reshape(3, -1).sort(-1).values
+    expected = (ratios[:, int(np.ceil(0.9 * 800)) - 1] / z).square()
+    found = fit_coverage_scales(coverage_at, 3, 0.9)
+    np.testing.assert_allclose(found, expected.numpy(), rtol=1e-6)
+    assert np.all(coverage_at(torch.log(torch.as_tensor(found))).numpy() >= 0.9)
+    assert np.all(coverage_at(torch.log(torch.as_tensor(found * (1 - 1e-4)))).numpy() < 0.9)
+
+
+def test_fit_coverage_scales_stops_at_the_ends_of_its_range():
+    always, never = torch.ones(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64)
+    both = lambda log_c: torch.cat([always, never])  # noqa: E731
+    low, high = fit_coverage_scales(both, 2, 0.9)
+    np.testing.assert_allclose([np.log(low), np.log(high)], LOG_SCALE_RANGE, atol=1e-9)
+
+
+def test_marginal_coverage_equals_the_metric_and_skips_invalid_rows():
+    rng = np.random.default_rng(2)
+    values, mean = rng.normal(size=(50, 2, 3)), rng.normal(size=(50, 2, 3)) * 0.3
+    var = rng.uniform(0.5, 2.0, size=(50, 2, 3))
+    valid = np.ones((50, 2), dtype=bool)
+    valid[::4, 1] = False
+    as_t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
+    got = marginal_coverage(as_t(values), torch.as_tensor(valid), as_t(mean), as_t(var), 0.8).numpy()
+    for h in range(2):
+        keep = valid[:, h]
+        expected = metrics.gaussian_interval_coverage(values[keep, h], mean[keep, h], np.sqrt(var[keep, h]), 0.8)
+        assert got[h] == pytest.approx(expected, abs=1e-12)
 
 
 def test_nll_sums_equal_scipy_with_full_and_marginal_covariances_and_skip_invalid_rows():
@@ -142,6 +197,33 @@ def test_too_little_state_noise_is_found_and_the_intervals_cover_again(walks):
     coverage = [metrics.gaussian_interval_coverage(truth, f.mean[:, 9], f.std[:, 9], 0.9) for f in (before, after)]
     assert coverage[0] < 0.8 and abs(coverage[1] - 0.9) < 0.06, coverage
     np.testing.assert_array_equal(before.mean, after.mean)  # only the spread changes
+
+
+def test_coverage_factors_hit_the_level_where_heavy_tails_mislead_the_likelihood():
+    # Student-t process noise: a Gaussian interval of the right variance covers more than its level
+    R = 0.01 * np.eye(2)
+    calibration, test = heavy_tailed_walk(150, 100, 0, R), heavy_tailed_walk(300, 100, 1, R)
+
+    def coverage(model, level):
+        scores = []
+        for t0 in (60, 70, 80):
+            f = model.forecast(test[:, :t0], 3).observations
+            scores.append(metrics.gaussian_interval_coverage(test[:, t0:t0 + 3], f.mean, f.std, level))
+        return np.mean(scores)
+
+    model = known_model(R=R)
+    model.calibrate_forecast(calibration, 3)
+    likelihood = coverage(model, 0.9)
+    model.calibrate_forecast(calibration, 3, method="coverage")
+    assert np.all(model.forecast_scale_ < 0.8), model.forecast_scale_  # narrower than the variance-matched intervals
+    assert likelihood > 0.925 and abs(coverage(model, 0.9) - 0.9) < 0.015, (likelihood, coverage(model, 0.9))
+    model.calibrate_forecast(calibration, 3, method="coverage", level=0.5)
+    assert abs(coverage(model, 0.5) - 0.5) < 0.03
+
+
+def test_coverage_factors_of_a_well_specified_model_stay_near_one(walks):
+    model = known_model().calibrate_forecast(walks[0], 5, method="coverage")
+    assert np.all(np.abs(np.log(model.forecast_scale_)) < np.log(1.3)), model.forecast_scale_
 
 
 def test_forecast_multiplies_the_state_covariance_and_reads_it_out(walks):
@@ -250,6 +332,9 @@ def test_a_file_with_damaged_factors_is_refused(tmp_path, walks):
         ({"horizon": 3, "burn_in": -1}, "burn_in must be an integer >= 0"),
         ({"horizon": 3, "every": 0}, "every must be an integer >= 1"),
         ({"horizon": 200}, "no series is long enough"),
+        ({"horizon": 3, "method": "quantile"}, "method must be one of"),
+        ({"horizon": 3, "method": "coverage", "level": 1.0}, r"level must be a number in \(0, 1\)"),
+        ({"horizon": 3, "method": "coverage", "level": True}, r"level must be a number in \(0, 1\)"),
     ],
 )
 def test_bad_arguments_are_named(walks, kwargs, message):

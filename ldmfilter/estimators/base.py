@@ -270,12 +270,12 @@ class StateSpaceEstimator(ControlInputs, ABC):
         ``Y`` (or, without ``Y``, to the observations ``X`` themselves) and sets
         ``forecast_scale_[h - 1]``: the factor on the state forecast covariance of step ``h``
         that maximises the Gaussian likelihood of the values ``h`` steps after each origin
-        (``method="likelihood"``), or at which the central ``level`` intervals of those values
-        cover ``level`` of them (``method="coverage"``; marginal intervals, pooled over the
-        values' dimensions).  :meth:`forecast` applies it (and the last factor beyond ``horizon``); ``filter`` and
-        ``smooth`` are unchanged.  Use series the model was not fitted on.  A factor above 1
-        says the model's ``h``-step intervals were too narrow, below 1 too wide.  Calibrating
-        again replaces the factors; ``fit`` removes them.  See
+        (``method="likelihood"``), or the smallest at which the central ``level`` intervals of
+        those values cover ``level`` of them (``method="coverage"``; marginal intervals, pooled
+        over the values' dimensions).  :meth:`forecast` applies it (and the last factor beyond
+        ``horizon``); ``filter`` and ``smooth`` are unchanged.  Use series the model was not
+        fitted on.  A factor above 1 says the model's ``h``-step intervals were too narrow, below
+        1 too wide.  Calibrating again replaces the factors; ``fit`` removes them.  See
         :mod:`~ldmfilter.estimators.forecast_calibration`.
 
         Parameters

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from ldmfilter import LDMFilter, metrics
+from ldmfilter.estimators.forecast_calibration import METHODS as CALIBRATION_METHODS
 from ldmfilter.simulate import make_dotmotion, make_pendulum_video
 from ldmfilter.training.objectives import ldm_loss
 
@@ -443,7 +444,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--forecast-data", nargs="+", choices=("pendulum", "lorenz"), help="data sets of the forecast part")
     parser.add_argument("--pendulum-epochs", type=int, help="epochs of every pendulum model (default: the recipe's 2)")
     parser.add_argument("--rules", nargs="+", choices=RULES, help="moment rules of the MLP predictor (default: all)")
-    parser.add_argument("--calibrate", nargs="*", choices=("likelihood", "coverage"),
+    parser.add_argument("--calibrate", nargs="*", choices=CALIBRATION_METHODS,
                         help="forecast part: also score each model after calibrate_forecast on validation sequences "
                         "with these methods (default: likelihood)")
     args = parser.parse_args(argv)

@@ -52,6 +52,7 @@ import numpy as np
 import torch
 
 from ldmfilter import LDMFilter, metrics
+from ldmfilter.nn import RESIDUAL_ACTIVATIONS
 from ldmfilter.estimators.forecast_calibration import METHODS as CALIBRATION_METHODS
 from ldmfilter.simulate import make_dotmotion, make_pendulum_video
 from ldmfilter.training.objectives import ldm_loss
@@ -80,6 +81,7 @@ class Settings:
     wobbly_clip: float | None = None  # gradient-norm clipping of the Kalman models (Lightning's gradient_clip_val)
     wobbly_state_dim: int = 4  # S of the Kalman models
     wobbly_schedule: str = "step"  # learning-rate schedule of the Kalman models
+    wobbly_activation: str = "tanh"  # hidden units of the Kalman-MLP's residual (LDMFilter's dynamics_activation)
     pendulum_train: int = 1000
     pendulum_test: int = 300
     pendulum_origins: tuple = (40, 55)
@@ -190,11 +192,17 @@ def wobbly_models(settings: Settings, seed: int, epochs: int, predictors=WOBBLY_
         f", {settings.wobbly_schedule} schedule" if settings.wobbly_schedule != "step" else "")
     models = {
         "linear": (f"Kalman, linear ({r_form})", lambda: LDMFilter(**kalman)),
-        "mlp": (f"Kalman, MLP {settings.dynamics_hidden} linearize ({r_form})", lambda: LDMFilter(
-            dynamics="mlp", dynamics_hidden=settings.dynamics_hidden, **kalman)),
+        "mlp": (f"Kalman, MLP {settings.dynamics_hidden}{_units(settings)} linearize ({r_form})", lambda: LDMFilter(
+            dynamics="mlp", dynamics_hidden=settings.dynamics_hidden, dynamics_activation=settings.wobbly_activation,
+            **kalman)),
         "rnn": ("RNN predictor (paper)", lambda: LDMFilter(predictor="rnn", **common)),
     }
     return {models[key][0]: models[key][1]() for key in predictors}
+
+
+def _units(settings: Settings) -> str:
+    """The residual's units in a row name, when not the default tanh."""
+    return "" if settings.wobbly_activation == "tanh" else f" {settings.wobbly_activation}"
 
 
 def run_wobbly_seed(settings: Settings, seed: int, log=print, predictors=WOBBLY_PREDICTORS) -> dict:
@@ -253,6 +261,8 @@ def render_wobbly(per_seed: dict, settings: Settings) -> str:
            if settings.wobbly_clip is not None else "")
         + (f", state dimension S = {settings.wobbly_state_dim}" if settings.wobbly_state_dim != 4 else "")
         + (f", `schedule='{settings.wobbly_schedule}'`" if settings.wobbly_schedule != "step" else "")
+        + (f"; the Kalman-MLP's residual units `dynamics_activation='{settings.wobbly_activation}'`"
+           if settings.wobbly_activation != "tanh" else "")
         + ". Probe: least squares from the filtered state means "
         "(RNN: latents) of the first 800 training sequences to the true position, R² on the test sequences. "
         "Beliefs: Kalman models, `fit_readout` on the same 800 sequences and the exact linear push-forward of "
@@ -441,6 +451,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--wobbly-state-dim", type=int, default=4, help="state dimension S of the Kalman models (default 4)")
     parser.add_argument("--wobbly-schedule", choices=("step", "linear", "cosine", "constant"), default="step",
                         help="learning-rate schedule of the Kalman models (default: the paper's step decay)")
+    parser.add_argument("--wobbly-activation", choices=sorted(RESIDUAL_ACTIVATIONS), default="tanh",
+                        help="hidden units of the Kalman-MLP's residual (LDMFilter's dynamics_activation; default tanh)")
     parser.add_argument("--forecast-data", nargs="+", choices=("pendulum", "lorenz"), help="data sets of the forecast part")
     parser.add_argument("--pendulum-epochs", type=int, help="epochs of every pendulum model (default: the recipe's 2)")
     parser.add_argument("--rules", nargs="+", choices=RULES, help="moment rules of the MLP predictor (default: all)")
@@ -454,7 +466,8 @@ def main(argv=None) -> dict:
     if args.wobbly_epochs:
         settings = replace(settings, wobbly_epochs=args.wobbly_epochs)
     settings = replace(settings, wobbly_noise=args.wobbly_noise, wobbly_clip=args.wobbly_clip,
-                       wobbly_state_dim=args.wobbly_state_dim, wobbly_schedule=args.wobbly_schedule)
+                       wobbly_state_dim=args.wobbly_state_dim, wobbly_schedule=args.wobbly_schedule,
+                       wobbly_activation=args.wobbly_activation)
     if args.forecast_data:
         settings = replace(settings, forecast_data=tuple(args.forecast_data))
     if args.pendulum_epochs:
@@ -475,7 +488,8 @@ def main(argv=None) -> dict:
             + (", Kalman models with input-dependent R" if settings.wobbly_noise == "input" else "")
             + (f", gradients clipped at {settings.wobbly_clip:g}" if settings.wobbly_clip is not None else "")
             + (f", S={settings.wobbly_state_dim}" if settings.wobbly_state_dim != 4 else "")
-            + (f", {settings.wobbly_schedule} schedule" if settings.wobbly_schedule != "step" else ""),
+            + (f", {settings.wobbly_schedule} schedule" if settings.wobbly_schedule != "step" else "")
+            + (f", {settings.wobbly_activation} residual units" if settings.wobbly_activation != "tanh" else ""),
             "forecast": "forecast" if args.forecast_data is None and args.pendulum_epochs is None
             else f"forecast, {' and '.join(settings.forecast_data)}" + (
                 f" (pendulum models at {settings.pendulum_epochs} epochs)" if args.pendulum_epochs else "") + (

@@ -20,6 +20,7 @@ from ..io.disk_array import is_out_of_core
 from ..io.disk_input import open_disk
 from ..nn import (
     DYNAMICS,
+    RESIDUAL_ACTIVATIONS,
     ConvEncoder,
     LatentKalmanFilter,
     LatentRNNModel,
@@ -101,6 +102,9 @@ class LDMFilter(StateSpaceEstimator):
         cubature (2S points).  Filtering, smoothing and forecasting all use it.
     dynamics_hidden : tuple of int
         Hidden widths of ``g_θ``.
+    dynamics_activation : {"tanh", "localized"}
+        Hidden units of ``g_θ``: tanh, or ``x·exp(−x²/2)``, which fades away from the data, so
+        that far from them only the linear part acts (see :class:`~ldmfilter.nn.MLPDynamics`).
     max_epochs : int or None
         Passes over the training windows.  None: 20, or more when the data are few, so that
         training makes at least ``MIN_UPDATES`` optimiser steps.
@@ -153,6 +157,7 @@ class LDMFilter(StateSpaceEstimator):
         dynamics: str = "linear",
         moments: str = "linearize",
         dynamics_hidden=(64,),
+        dynamics_activation: str = "tanh",
         max_epochs: int | None = None,
         batch_size: int = 8,
         learning_rate: float = 0.005 * 8 / 256,
@@ -171,6 +176,7 @@ class LDMFilter(StateSpaceEstimator):
         self.state_dim, self.latent_dim, self.encoder, self.hidden = state_dim, latent_dim, encoder, tuple(hidden)
         self.noise, self.objective, self.predictor = noise, objective, predictor
         self.dynamics, self.moments, self.dynamics_hidden = dynamics, moments, tuple(dynamics_hidden)
+        self.dynamics_activation = dynamics_activation
         self.max_epochs, self.batch_size, self.learning_rate = max_epochs, batch_size, learning_rate
         self.weight_decay, self.lr_multipliers, self.schedule = weight_decay, lr_multipliers, schedule
         self.entropy_weight, self.window, self.normalize, self.dtype = entropy_weight, window, normalize, dtype
@@ -182,6 +188,7 @@ class LDMFilter(StateSpaceEstimator):
         for name, options in (
             ("encoder", ("mlp", "conv")), ("objective", tuple(OBJECTIVES)), ("predictor", ("kalman", "rnn")),
             ("dynamics", tuple(sorted(DYNAMICS))), ("moments", tuple(sorted(MOMENT_RULES))), ("dtype", tuple(sorted(DTYPES))),
+            ("dynamics_activation", tuple(sorted(RESIDUAL_ACTIVATIONS))),
         ):
             value = getattr(self, name)
             if not isinstance(value, str) or value not in options:
@@ -233,7 +240,7 @@ class LDMFilter(StateSpaceEstimator):
                 raise ValueError("the RNN predictor takes no control inputs; use predictor='kalman'")
             return LatentRNNModel(encoder, RNNPredictor(self.latent_dim), normalizer)
         generator = torch.Generator().manual_seed(self.random_state)
-        options = {"hidden": self.dynamics_hidden} if self.dynamics == "mlp" else {}
+        options = {"hidden": self.dynamics_hidden, "activation": self.dynamics_activation} if self.dynamics == "mlp" else {}
         dynamics = DYNAMICS[self.dynamics](self.state_dim, self.latent_dim, generator, control_dim, **options)
         noise = make_noise(self.noise, obs_shape, self.latent_dim, self.hidden)
         return LatentKalmanFilter(encoder, dynamics, noise, normalizer, moments=self.moments)

@@ -1,6 +1,6 @@
 """Networks: encoders, noise models, dynamics and the predictive latent models."""
 
-from .dynamics import DYNAMICS, HiddenLayers, LinearDynamics, MLPDynamics, spectral_radius
+from .dynamics import DYNAMICS, RESIDUAL_ACTIVATIONS, HiddenLayers, LinearDynamics, LocalizedUnit, MLPDynamics, spectral_radius
 from .encoders import ConvEncoder, MLPEncoder, make_mlp
 from .latent_filter import LatentKalmanFilter, PredictiveOutput
 from .noise import NOISE_KINDS, InputDependentNoise, LearnedDiagonalNoise, ScaledIdentityNoise, make_noise
@@ -11,7 +11,9 @@ __all__ = [
     "LinearDynamics",
     "MLPDynamics",
     "HiddenLayers",
+    "LocalizedUnit",
     "DYNAMICS",
+    "RESIDUAL_ACTIVATIONS",
     "spectral_radius",
     "MLPEncoder",
     "ConvEncoder",

@@ -13,7 +13,7 @@ from torch import nn
 
 from .encoders import make_mlp
 
-__all__ = ["LinearDynamics", "MLPDynamics", "HiddenLayers", "DYNAMICS", "spectral_radius"]
+__all__ = ["LinearDynamics", "MLPDynamics", "HiddenLayers", "LocalizedUnit", "DYNAMICS", "RESIDUAL_ACTIVATIONS", "spectral_radius"]
 
 
 def spectral_radius(matrix: torch.Tensor) -> torch.Tensor:
@@ -126,6 +126,32 @@ class LinearDynamics(nn.Module):
         return False
 
 
+class LocalizedUnit(nn.Module):
+    """``φ(x) = x·exp(−x²/2)``: like tanh near 0 (``φ(0) = 0``, ``φ'(0) = 1``, ``|φ| ≤ e^{−1/2}``), but → 0 as ``|x| → ∞``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.exp(-0.5 * x.square())
+
+
+def _tanh_unit(pre: torch.Tensor, curvature: bool):
+    """``tanh`` at pre-activations ``x``: values ``a``, slopes ``1 − a²`` and curvatures ``−2 a (1 − a²)``."""
+    value = torch.tanh(pre)
+    slope = 1.0 - value.square()
+    return value, slope, (-2.0 * value * slope if curvature else None)
+
+
+def _localized_unit(pre: torch.Tensor, curvature: bool):
+    """:class:`LocalizedUnit` at ``x``: values ``x e``, slopes ``(1 − x²) e``, curvatures ``x (x² − 3) e`` (``e = exp(−x²/2)``)."""
+    envelope = torch.exp(-0.5 * pre.square())
+    value = pre * envelope
+    slope = envelope - pre * value
+    return value, slope, (value * (pre.square() - 3.0) if curvature else None)
+
+
+RESIDUAL_ACTIVATIONS = {"tanh": (nn.Tanh, _tanh_unit), "localized": (LocalizedUnit, _localized_unit)}
+"""Hidden units of :class:`MLPDynamics`' residual: (module, ``unit(x, curvature) → (φ, φ', φ'' or None)``)."""
+
+
 class HiddenLayers(NamedTuple):
     """The hidden layers of :class:`MLPDynamics`' residual at a batch of rows (:meth:`MLPDynamics.hidden_layers`).
 
@@ -135,26 +161,38 @@ class HiddenLayers(NamedTuple):
         The hidden layers' weights ``W_0 … W_{K−1}``, shapes (H_k, H_{k−1}); the first without its
         control columns, (H_0, S).
     activations, slopes : list of Tensor, shapes (N, H_k)
-        ``a_k = tanh(W_k a_{k−1} + c_k)`` and ``s_k = 1 − a_k²`` (``d tanh(x) = (1 − tanh²(x)) dx``).
+        ``a_k = φ(x_k)`` and ``s_k = φ'(x_k)`` at the pre-activations ``x_k = W_k a_{k−1} + c_k``.
+    curvatures : list of Tensor, shapes (N, H_k), or None
+        ``φ''(x_k)``, which the Jacobian's reverse pass needs; None when not asked for.
     """
 
     weights: list
     activations: list
     slopes: list
+    curvatures: list | None = None
 
     def rows(self, index) -> "HiddenLayers":
         """The same layers at ``rows[index]`` (a slice or index along the batch axis)."""
-        return HiddenLayers(self.weights, [a[index] for a in self.activations], [s[index] for s in self.slopes])
+        curvatures = None if self.curvatures is None else [c[index] for c in self.curvatures]
+        return HiddenLayers(self.weights, [a[index] for a in self.activations], [s[index] for s in self.slopes], curvatures)
 
 
 class MLPDynamics(LinearDynamics):
     """``h_t = A (h_{t−1} − b) + b + B u_t + g_θ(h_{t−1}, u_t) + w_t``: linear plus a bounded residual.
 
-    ``g_θ`` is an MLP with tanh hidden layers on ``[h, u]``; its output layer starts at zero, so
+    ``g_θ`` is an MLP with bounded hidden units on ``[h, u]``; its output layer starts at zero, so
     training starts from the linear model (and with ``g ≡ 0`` every moment rule reproduces the
     linear filter exactly).  Because the hidden units lie in (−1, 1), ``|g_θ(h, u)|_∞ ≤
     ‖W_out‖_∞ + ‖b_out‖_∞`` for every ``h``: the residual is bounded, so with the spectral radius
     of ``A`` clipped below ~1 the mean dynamics cannot diverge, however far a belief strays.
+
+    Bounded is not enough when ``A`` has eigenvalues near 1: far from the data tanh units
+    saturate, ``g_θ`` becomes a constant push in each direction, and a push ``‖g‖`` against a
+    pull ``(1 − |λ|)‖h‖`` can hold a state at ``‖h‖ ≈ ‖g‖ / (1 − |λ|)``, far outside the data,
+    where the filter stays confident (``benchmarks/results/nonlinear.md``, wobbly notes).
+    ``activation="localized"`` uses ``φ(x) = x·exp(−x²/2)`` (:class:`LocalizedUnit`) instead:
+    the same slope 1 at 0, but every unit fades away from its active band, so far from the
+    data ``g_θ`` tends to its output bias and only the linear part acts.
 
     Parameters
     ----------
@@ -162,6 +200,8 @@ class MLPDynamics(LinearDynamics):
         As in :class:`LinearDynamics`.
     hidden : tuple of int
         Hidden widths of ``g_θ``.
+    activation : {"tanh", "localized"}
+        Hidden units of ``g_θ`` (:data:`RESIDUAL_ACTIVATIONS`).
     """
 
     nonlinear = True
@@ -173,11 +213,19 @@ class MLPDynamics(LinearDynamics):
         generator: torch.Generator | None = None,
         control_dim: int = 0,
         hidden: tuple = (64,),
+        activation: str = "tanh",
     ):
         super().__init__(state_dim, latent_dim, generator, control_dim)
         if not hidden or not all(int(w) >= 1 for w in hidden):
             raise ValueError(f"hidden must be one or more positive widths, got {hidden!r}")
+        if activation not in RESIDUAL_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(RESIDUAL_ACTIVATIONS)}, got {activation!r}")
+        self.activation = activation
+        unit_module, self._unit = RESIDUAL_ACTIVATIONS[activation]
         self.residual = make_mlp(self.state_dim + self.control_dim, tuple(int(w) for w in hidden), self.state_dim, "tanh")
+        for index, layer in enumerate(self.residual):
+            if isinstance(layer, nn.Tanh):
+                self.residual[index] = unit_module()
         with torch.no_grad():
             for layer in self.residual:
                 if isinstance(layer, nn.Linear) and layer is not self.residual[-1]:
@@ -208,30 +256,33 @@ class MLPDynamics(LinearDynamics):
         inputs = states if controls is None else torch.cat([states, controls], -1)
         return self._linear_part(states, controls) + self.residual(inputs)
 
-    def hidden_layers(self, states: torch.Tensor, controls: torch.Tensor | None = None) -> "HiddenLayers":
+    def hidden_layers(self, states: torch.Tensor, controls: torch.Tensor | None = None, curvatures: bool = True) -> "HiddenLayers":
         """The residual's hidden layers on ``[h, u]``, written out (no module-call overhead per layer).
 
         Parameters
         ----------
         states : Tensor, shape (N, S)
         controls : Tensor, shape (N, U), optional
+        curvatures : bool
+            Also the units' second derivatives (for :meth:`state_vjp` with a Jacobian cotangent).
 
         Returns
         -------
         HiddenLayers
         """
         activation = states if controls is None else torch.cat([states, controls], -1)
-        weights, activations, slopes = [], [], []
+        weights, activations, slopes, second = [], [], [], []
         *hidden_layers, _ = self.residual
         for layer in hidden_layers:
             if isinstance(layer, nn.Linear):
                 activation = nn.functional.linear(activation, layer.weight, layer.bias)
                 weights.append(layer.weight[:, : self.state_dim] if self.control_dim and not weights else layer.weight)
             else:
-                activation = torch.tanh(activation)
+                activation, slope, curvature = self._unit(activation, curvatures)
                 activations.append(activation)
-                slopes.append(1.0 - activation.square())
-        return HiddenLayers(weights, activations, slopes)
+                slopes.append(slope)
+                second.append(curvature)
+        return HiddenLayers(weights, activations, slopes, second if curvatures else None)
 
     def value_and_jacobian(self, states: torch.Tensor, controls: torch.Tensor | None = None):
         """``f(h, u)`` and its Jacobian ``∂f/∂h = A + ∂g_θ/∂h`` in one pass (chain rule through the layers).
@@ -245,7 +296,7 @@ class MLPDynamics(LinearDynamics):
         jacobian : Tensor, shape (N, S, S)
         """
         self.check_controls(controls)
-        weights, activations, slopes = self.hidden_layers(states, controls)
+        weights, activations, slopes, _ = self.hidden_layers(states, controls, curvatures=False)
         output = self.residual[-1]
         value = self._linear_part(states, controls) + (activations[-1] @ output.weight.mT + output.bias)
         if len(slopes) == 1:
@@ -271,10 +322,11 @@ class MLPDynamics(LinearDynamics):
 
         The filter's hand-written reverse pass (:mod:`ldmfilter.gaussian.adjoint_filter`) calls this
         at every step instead of recording the Jacobian's graph.  With hidden layers ``a_k =
-        tanh(W_k a_{k−1} + c_k)`` (``a_{−1} = [h, u]``), slopes ``s_k = 1 − a_k²`` and ``∂g/∂h =
-        W_K D_{K−1} ⋯ D_0 W_0`` (``D_k = diag(s_k)``), the Jacobian term reaches ``s_k`` as
-        ``s̄_k = diag(L_kᵀ J̄ R_kᵀ)``, with ``L_k = W_K D_{K−1} ⋯ W_{k+1}`` and ``R_k = W_k
-        D_{k−1} ⋯ W_0``; from there it flows down like the value's gradient.
+        φ(x_k)``, ``x_k = W_k a_{k−1} + c_k`` (``a_{−1} = [h, u]``), slopes ``s_k = φ'(x_k)`` and
+        ``∂g/∂h = W_K D_{K−1} ⋯ D_0 W_0`` (``D_k = diag(s_k)``), the Jacobian term reaches ``s_k``
+        as ``s̄_k = diag(L_kᵀ J̄ R_kᵀ)``, with ``L_k = W_K D_{K−1} ⋯ W_{k+1}`` and ``R_k = W_k
+        D_{k−1} ⋯ W_0``, and ``x_k`` as ``s̄_k φ''(x_k)``; from there it flows down like the
+        value's gradient.
 
         Parameters
         ----------
@@ -287,14 +339,16 @@ class MLPDynamics(LinearDynamics):
             sigma-point rules' reverse).
         hidden : HiddenLayers, optional
             :meth:`hidden_layers` at these rows, when already computed (the filter's reverse pass
-            computes them for all steps at once).
+            computes them for all steps at once); with curvatures when ``grad_jacobian`` is given.
 
         Returns
         -------
         Tensor, shape (N, S)
         """
         self.check_controls(controls)
-        weights, activations, slopes = self.hidden_layers(states, controls) if hidden is None else hidden
+        if hidden is None:
+            hidden = self.hidden_layers(states, controls, curvatures=grad_jacobian is not None)
+        weights, _, slopes, curvatures = hidden
         full_first = self.residual[0].weight  # with its control columns: ā reaches [h, u]
         left = self.residual[-1].weight  # L_k: (S, H_k), then (N, S, H_k)
         rights = [weights[0]]  # R_k (H_k, S), then (N, H_k, S)
@@ -303,13 +357,13 @@ class MLPDynamics(LinearDynamics):
                 rights.append(weight @ (slope.unsqueeze(-1) * rights[-1]))
         grad_activation = grad_value @ left  # ā of the last hidden layer, from the value
         for k in reversed(range(len(slopes))):
+            grad_pre = grad_activation * slopes[k]  # da = φ'(x) dx
             if grad_jacobian is not None:
                 # s̄_k = diag(L_kᵀ J̄ R_kᵀ), from (J̄ᵀ L_k)ᵀ: one matrix product over the whole batch
                 grad_slope = ((grad_jacobian.mT @ left) * rights[k].mT).sum(-2)
-                grad_activation = grad_activation.addcmul(activations[k], grad_slope, value=-2.0)  # ds = −2 a da
+                grad_pre = grad_pre.addcmul(grad_slope, curvatures[k])  # ds = φ''(x) dx
                 if k:
                     left = (left * slopes[k].unsqueeze(-2)) @ weights[k]
-            grad_pre = grad_activation * slopes[k]  # d tanh(x) = (1 − tanh²) dx
             grad_activation = grad_pre @ (weights[k] if k else full_first)
         return torch.addmm(grad_activation[..., : self.state_dim], grad_value, self.transition)
 

@@ -126,10 +126,11 @@ def test_sigma_point_adjoints_equal_autograd(method, options):
     torch.testing.assert_close(g_P, expected[1], rtol=1e-12, atol=1e-12)
 
 
-def _problem(dtype, control_dim=0, hidden=(6,), mask=False, time_varying=False, batch=(3,), seed=0, selection=False):
+def _problem(dtype, control_dim=0, hidden=(6,), mask=False, time_varying=False, batch=(3,), seed=0, selection=False,
+             activation="tanh"):
     gen = torch.Generator().manual_seed(seed)
     S, L, T = 4, 2, 7
-    dyn = MLPDynamics(S, L, control_dim=control_dim, hidden=hidden)
+    dyn = MLPDynamics(S, L, control_dim=control_dim, hidden=hidden, activation=activation)
     with torch.no_grad():
         for p in dyn.residual.parameters():
             p.copy_(0.5 * torch.randn(p.shape, generator=gen))
@@ -171,6 +172,8 @@ CASES = [
     {"batch": ()},
     {"selection": True},  # H = [I 0]: the update's slices
     {"selection": True, "control_dim": 2, "time_varying": True},
+    {"activation": "localized", "control_dim": 1, "hidden": (5, 4), "mask": True},
+    {"activation": "localized", "selection": True},
 ]
 RULES = [("linearize", {}), ("unscented", {}), ("cubature", {}), ("unscented", {"alpha": 0.7, "beta": 1.0, "kappa": 1.0})]
 

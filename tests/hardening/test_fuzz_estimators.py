@@ -150,7 +150,7 @@ def test_fit_keeps_the_contract(estimator, data):
 
 BAD_VALUES = [None, True, 0, -1, 2.5, float("nan"), float("inf"), "x", "3", [1], (0,), {"a": 1}, 10**12, -1e-9, object()]
 LDM_PARAMS = ["state_dim", "latent_dim", "encoder", "hidden", "noise", "objective", "predictor", "dynamics", "moments",
-              "dynamics_hidden", "max_epochs", "batch_size", "learning_rate", "weight_decay", "lr_multipliers", "schedule",
+              "dynamics_hidden", "dynamics_activation", "max_epochs", "batch_size", "learning_rate", "weight_decay", "lr_multipliers", "schedule",
               "entropy_weight", "window", "normalize", "dtype", "random_state", "num_threads", "verbose", "trainer_kwargs"]
 KALMAN_PARAMS = ["state_dim", "method", "n_iter", "tol", "fixed", "initial_params", "diagonal_Q", "observation_offset",
                  "optimizer", "learning_rate", "max_spectral_radius", "projection", "dtype", "random_state"]

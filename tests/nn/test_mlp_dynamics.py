@@ -7,14 +7,14 @@ import pytest
 import torch
 
 from ldmfilter.gaussian import MOMENT_RULES, nonlinear_filter
-from ldmfilter.nn import LatentKalmanFilter, LinearDynamics, MLPDynamics, MLPEncoder, make_noise
+from ldmfilter.nn import RESIDUAL_ACTIVATIONS, LatentKalmanFilter, LinearDynamics, LocalizedUnit, MLPDynamics, MLPEncoder, make_noise
 from ldmfilter.training.objectives import ldm_loss
 
 DT = torch.float64
 OBS = (6,)
 
 
-def pair(state_dim=4, latent_dim=2, control_dim=0, seed=0, hidden=(16,)):
+def pair(state_dim=4, latent_dim=2, control_dim=0, seed=0, hidden=(16,), activation="tanh"):
     """Linear and MLP dynamics with the same linear part (b, q, s, B moved off their initial values)."""
     g = torch.Generator().manual_seed(seed)
     linear = LinearDynamics(state_dim, latent_dim, g, control_dim)
@@ -24,7 +24,7 @@ def pair(state_dim=4, latent_dim=2, control_dim=0, seed=0, hidden=(16,)):
         linear.log_scale.fill_(-0.5)
         if control_dim:
             linear.control.copy_(torch.randn(state_dim, control_dim, generator=g))
-    mlp = MLPDynamics(state_dim, latent_dim, torch.Generator().manual_seed(seed + 1), control_dim, hidden)
+    mlp = MLPDynamics(state_dim, latent_dim, torch.Generator().manual_seed(seed + 1), control_dim, hidden, activation)
     mlp.load_state_dict({**mlp.state_dict(), **linear.state_dict()})
     return linear.to(DT), mlp.to(DT)
 
@@ -49,9 +49,10 @@ def test_zero_residual_is_the_linear_transition():
     torch.testing.assert_close(mlp(h, u), expected)
 
 
+@pytest.mark.parametrize("activation", sorted(RESIDUAL_ACTIVATIONS))
 @pytest.mark.parametrize("control_dim,hidden", [(0, (16,)), (3, (7, 5))])
-def test_value_and_jacobian_matches_autodiff(control_dim, hidden):
-    _, mlp = pair(control_dim=control_dim, hidden=hidden)
+def test_value_and_jacobian_matches_autodiff(control_dim, hidden, activation):
+    _, mlp = pair(control_dim=control_dim, hidden=hidden, activation=activation)
     randomize_residual(mlp)
     h = torch.randn(5, 4, dtype=DT)
     u = torch.randn(5, control_dim, dtype=DT) if control_dim else None
@@ -90,8 +91,9 @@ def test_nonlinear_latent_filter_is_the_engine_filter():
     torch.testing.assert_close(out.log_likelihood, direct.log_likelihood)
 
 
-def test_residual_is_bounded_for_any_state():
-    _, mlp = pair()
+@pytest.mark.parametrize("activation", sorted(RESIDUAL_ACTIVATIONS))
+def test_residual_is_bounded_for_any_state(activation):
+    _, mlp = pair(activation=activation)
     randomize_residual(mlp, scale=2.0)
     last = mlp.residual[-1]
     bound = last.weight.abs().sum(1) + last.bias.abs()
@@ -138,9 +140,10 @@ def test_long_float32_sequences_stay_finite_and_psd(moments):
     assert float(torch.linalg.eigvalsh(result.filtered_cov.double()).min()) > -1e-5
 
 
+@pytest.mark.parametrize("activation", sorted(RESIDUAL_ACTIVATIONS))
 @pytest.mark.parametrize("control_dim,hidden", [(0, (16,)), (2, (16,)), (0, (6, 5)), (3, (4, 3, 5))])
-def test_state_vjp_matches_autograd_through_value_and_jacobian(control_dim, hidden):
-    _, mlp = pair(control_dim=control_dim, hidden=hidden)
+def test_state_vjp_matches_autograd_through_value_and_jacobian(control_dim, hidden, activation):
+    _, mlp = pair(control_dim=control_dim, hidden=hidden, activation=activation)
     randomize_residual(mlp)
     h = torch.randn(5, 4, dtype=DT, requires_grad=True)
     u = torch.randn(5, control_dim, dtype=DT) if control_dim else None
@@ -155,3 +158,42 @@ def test_state_vjp_matches_autograd_through_value_and_jacobian(control_dim, hidd
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(got_value_only, value_only, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(got_with_hidden, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_localized_unit_and_its_derivatives():
+    x = torch.linspace(-6.0, 6.0, 241, dtype=DT, requires_grad=True)
+    value = LocalizedUnit()(x)
+    (slope,) = torch.autograd.grad(value.sum(), x, create_graph=True)
+    (curvature,) = torch.autograd.grad(slope.sum(), x)
+    unit = RESIDUAL_ACTIVATIONS["localized"][1]
+    got = unit(x.detach(), True)
+    for mine, want in zip(got, (value, slope, curvature)):
+        torch.testing.assert_close(mine, want.detach(), rtol=1e-12, atol=1e-12)
+    assert float(slope[120]) == 1.0 and float(value.detach().abs().max()) <= float(torch.tensor(-0.5).exp()) + 1e-12
+    assert unit(x.detach(), False)[2] is None
+
+
+def test_unknown_activation_is_refused():
+    with pytest.raises(ValueError, match="activation must be one of"):
+        MLPDynamics(4, 2, activation="relu")
+
+
+def far_state_after(activation: str, steps: int = 4000) -> float:
+    """|h| after ``steps`` noiseless steps of ``h ← 0.998 h + 0.05 φ(h)`` (2-D), started at |h| = 20√2."""
+    dyn = MLPDynamics(2, 1, hidden=(2,), activation=activation).to(DT)
+    with torch.no_grad():
+        dyn.transition.copy_(0.998 * torch.eye(2, dtype=DT))
+        dyn.offset.zero_()
+        dyn.residual[0].weight.copy_(torch.eye(2, dtype=DT))
+        dyn.residual[-1].weight.copy_(0.05 * torch.eye(2, dtype=DT))
+        h = torch.full((1, 2), 20.0, dtype=DT)
+        for _ in range(steps):
+            h = dyn(h)
+    return float(h.norm())
+
+
+def test_localized_residual_fades_far_from_the_data_where_tanh_holds_a_runaway():
+    # tanh saturates: a constant outward push 0.05 against the pull 0.002 |h| holds the state at 25 per axis
+    assert far_state_after("tanh") == pytest.approx(25.0 * 2**0.5, rel=1e-3)
+    # the localized units fade: the state returns to the band where they act (0.002 = 0.05 exp(−h²/2), h ≈ 2.54)
+    assert far_state_after("localized") == pytest.approx(2.537 * 2**0.5, rel=1e-2)

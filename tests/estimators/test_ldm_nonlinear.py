@@ -38,7 +38,8 @@ def fitted():
 def test_parameters_are_checked():
     X, _ = pendulum_like(n=2, T=5)
     for bad, match in [({"dynamics": "gru"}, "dynamics must be one of"), ({"moments": "sampling"}, "moments must be one of"),
-                       ({"dynamics_hidden": (0,)}, "dynamics_hidden"), ({"dynamics_hidden": ()}, "dynamics_hidden")]:
+                       ({"dynamics_hidden": (0,)}, "dynamics_hidden"), ({"dynamics_hidden": ()}, "dynamics_hidden"),
+                       ({"dynamics_activation": "relu"}, "dynamics_activation must be one of")]:
         with pytest.raises(ValueError, match=match):
             LDMFilter(verbose=False, **bad).fit(X)
 
@@ -87,6 +88,22 @@ def test_round_trip_keeps_the_nonlinear_model(fitted, tmp_path):
     model = models["cubature"]
     again = load(model.save(tmp_path / "mlp.pt"))
     assert (again.dynamics, again.moments, again.dynamics_hidden) == ("mlp", "cubature", (16,))
+    np.testing.assert_array_equal(again.forecast(X, 5).mean, model.forecast(X, 5).mean)
+    np.testing.assert_array_equal(again.smooth(X).mean, model.smooth(X).mean)
+
+
+def test_localized_residual_units_train_and_round_trip(tmp_path):
+    X, states = pendulum_like()
+    options = dict(state_dim=4, latent_dim=2, dynamics="mlp", dynamics_hidden=(16,), max_epochs=4, verbose=False,
+                   dtype="float64")
+    model = LDMFilter(dynamics_activation="localized", **options).fit(X, targets=states)
+    tanh = LDMFilter(**options).fit(X, targets=states)
+    units = [type(layer).__name__ for layer in model.model_.dynamics.residual]
+    assert units == ["Linear", "LocalizedUnit", "Linear"]
+    assert not np.allclose(model.loss_history_, tanh.loss_history_)  # the units change training from the first step
+    assert np.isfinite(model.loss_history_).all() and model.loss_history_[-1] < model.loss_history_[0]
+    again = load(model.save(tmp_path / "localized.pt"))
+    assert again.dynamics_activation == "localized"
     np.testing.assert_array_equal(again.forecast(X, 5).mean, model.forecast(X, 5).mean)
     np.testing.assert_array_equal(again.smooth(X).mean, model.smooth(X).mean)
 

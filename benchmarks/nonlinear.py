@@ -74,6 +74,7 @@ PAPER_WOBBLY_R2 = 0.94  # the paper's RNN predictor, 10,000 sequences, 20 epochs
 class Settings:
     cost_steps: int = 10
     cost_repeats: int = 9
+    cost_activations: tuple = ("tanh",)  # residual units of the MLP predictor timed in the cost part
     wobbly_train: int = 2000
     wobbly_test: int = 100
     wobbly_epochs: int = 5
@@ -101,9 +102,13 @@ QUICK = replace(FULL, cost_steps=2, cost_repeats=2, wobbly_train=64, wobbly_test
                 lorenz=lorenz_benchmark.QUICK)
 
 
-def variants(rules=RULES):
-    """(row name, LDMFilter arguments) of the predictors compared."""
-    return [("linear", {"dynamics": "linear"})] + [(f"MLP, {rule}", {"dynamics": "mlp", "moments": rule}) for rule in rules]
+def variants(rules=RULES, activations=("tanh",)):
+    """(row name, LDMFilter arguments) of the predictors compared: the MLP with each rule and residual unit."""
+    return [("linear", {"dynamics": "linear"})] + [
+        (f"MLP, {rule}" + ("" if units == "tanh" else f", {units}"),
+         {"dynamics": "mlp", "moments": rule, "dynamics_activation": units})
+        for units in activations for rule in rules
+    ]
 
 
 # --------------------------------------------------------------------------- cost
@@ -142,7 +147,7 @@ def run_cost(settings: Settings, log=print) -> dict:
     torch.set_flush_denormal(True)
     for workload, (shape, batch, steps, kwargs) in workloads.items():
         stepper = {}
-        for name, extra in variants(settings.rules):
+        for name, extra in variants(settings.rules, settings.cost_activations):
             model = LDMFilter(**kwargs, **extra, dynamics_hidden=settings.dynamics_hidden, verbose=False)
             stepper[name] = make_step(model, shape, batch, steps)
             for _ in range(2):  # warm-up
@@ -453,6 +458,8 @@ def main(argv=None) -> dict:
                         help="learning-rate schedule of the Kalman models (default: the paper's step decay)")
     parser.add_argument("--wobbly-activation", choices=sorted(RESIDUAL_ACTIVATIONS), default="tanh",
                         help="hidden units of the Kalman-MLP's residual (LDMFilter's dynamics_activation; default tanh)")
+    parser.add_argument("--cost-activations", nargs="+", choices=sorted(RESIDUAL_ACTIVATIONS), default=["tanh"],
+                        help="cost part: time the MLP predictor with each of these residual units (default tanh)")
     parser.add_argument("--forecast-data", nargs="+", choices=("pendulum", "lorenz"), help="data sets of the forecast part")
     parser.add_argument("--pendulum-epochs", type=int, help="epochs of every pendulum model (default: the recipe's 2)")
     parser.add_argument("--rules", nargs="+", choices=RULES, help="moment rules of the MLP predictor (default: all)")
@@ -467,7 +474,7 @@ def main(argv=None) -> dict:
         settings = replace(settings, wobbly_epochs=args.wobbly_epochs)
     settings = replace(settings, wobbly_noise=args.wobbly_noise, wobbly_clip=args.wobbly_clip,
                        wobbly_state_dim=args.wobbly_state_dim, wobbly_schedule=args.wobbly_schedule,
-                       wobbly_activation=args.wobbly_activation)
+                       wobbly_activation=args.wobbly_activation, cost_activations=tuple(args.cost_activations))
     if args.forecast_data:
         settings = replace(settings, forecast_data=tuple(args.forecast_data))
     if args.pendulum_epochs:
@@ -483,7 +490,8 @@ def main(argv=None) -> dict:
         started = time.perf_counter()
         print(f"{part}:", flush=True)
         title = {
-            "cost": "cost" + (f", rules: {', '.join(settings.rules)}" if args.rules else ""),
+            "cost": "cost" + (f", rules: {', '.join(settings.rules)}" if args.rules else "")
+            + (f", residual units: {', '.join(settings.cost_activations)}" if settings.cost_activations != ("tanh",) else ""),
             "wobbly": f"wobbly, {settings.wobbly_train} sequences × {settings.wobbly_epochs} epochs"
             + (", Kalman models with input-dependent R" if settings.wobbly_noise == "input" else "")
             + (f", gradients clipped at {settings.wobbly_clip:g}" if settings.wobbly_clip is not None else "")

@@ -88,3 +88,21 @@ def test_wobbly_state_dim_and_schedule_options_reach_only_the_kalman_models(load
         assert ("S=8" in name and "cosine schedule" in name) == kalman
     text = module.render_wobbly({0: {"row": {"r2": 0.9, "coverage": 0.9, "nll": 1.0, "fit_s": 1.0, "steps_per_s": 1.0}}}, settings)
     assert "state dimension S = 8" in text and "`schedule='cosine'`" in text
+
+
+def test_wobbly_activation_option_reaches_only_the_mlp_predictor(load_benchmark):
+    module = load_benchmark("nonlinear")
+    settings = replace(module.QUICK, wobbly_activation="localized")
+    for name, model in module.wobbly_models(settings, seed=0, epochs=1).items():
+        localized = model.dynamics == "mlp"
+        assert (model.dynamics_activation == "localized") == localized
+        assert ("localized" in name) == localized
+    text = module.render_wobbly({0: {"row": {"r2": 0.9, "coverage": 0.9, "nll": 1.0, "fit_s": 1.0, "steps_per_s": 1.0}}}, settings)
+    assert "`dynamics_activation='localized'`" in text
+
+
+def test_cost_activations_option_times_each_residual_unit(load_benchmark):
+    module = load_benchmark("nonlinear")
+    names = [name for name, _ in module.variants(("linearize",), ("tanh", "localized"))]
+    assert names == ["linear", "MLP, linearize", "MLP, linearize, localized"]
+    assert dict(module.variants(("linearize",), ("localized",)))["MLP, linearize, localized"]["dynamics_activation"] == "localized"

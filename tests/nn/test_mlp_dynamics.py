@@ -169,7 +169,7 @@ def test_localized_unit_and_its_derivatives():
     got = unit(x.detach(), True)
     for mine, want in zip(got, (value, slope, curvature)):
         torch.testing.assert_close(mine, want.detach(), rtol=1e-12, atol=1e-12)
-    assert float(slope[120]) == 1.0 and float(value.detach().abs().max()) <= float(torch.tensor(-0.5).exp()) + 1e-12
+    assert float(slope[120].detach()) == 1.0 and float(value.detach().abs().max()) <= float(torch.tensor(-0.5).exp()) + 1e-12
     assert unit(x.detach(), False)[2] is None
 
 

@@ -100,7 +100,7 @@ def test_localized_residual_units_train_and_round_trip(tmp_path):
     tanh = LDMFilter(**options).fit(X, targets=states)
     units = [type(layer).__name__ for layer in model.model_.dynamics.residual]
     assert units == ["Linear", "LocalizedUnit", "Linear"]
-    assert not np.allclose(model.loss_history_, tanh.loss_history_)  # the units change training from the first step
+    assert not np.allclose(model.loss_history_, tanh.loss_history_)  # the units change training
     assert np.isfinite(model.loss_history_).all() and model.loss_history_[-1] < model.loss_history_[0]
     again = load(model.save(tmp_path / "localized.pt"))
     assert again.dynamics_activation == "localized"

@@ -83,6 +83,7 @@ class Settings:
     wobbly_state_dim: int = 4  # S of the Kalman models
     wobbly_schedule: str = "step"  # learning-rate schedule of the Kalman models
     wobbly_activation: str = "tanh"  # hidden units of the Kalman-MLP's residual (LDMFilter's dynamics_activation)
+    wobbly_mlp_readout: bool = False  # also score an MLP read-out (fit_readout(..., "mlp")) of the Kalman models' state
     pendulum_train: int = 1000
     pendulum_test: int = 300
     pendulum_origins: tuple = (40, 55)
@@ -224,15 +225,20 @@ def run_wobbly_seed(settings: Settings, seed: int, log=print, predictors=WOBBLY_
         else:
             f_train, f_test = model.filter(train.frames[:probe_n]).mean, model.filter(test.frames).mean
         r2 = metrics.linear_probe_r2(f_train, train.target[:probe_n], f_test, test.target)
+        r2_mlp = None
         if model.predictor == "rnn":
             mean, cov = probe_gaussian(f_train, train.target[:probe_n], f_test)
         else:
+            if settings.wobbly_mlp_readout:  # how much of the position the state holds, affinely or not
+                model.fit_readout(train.frames[:probe_n], train.target[:probe_n], "mlp")
+                r2_mlp = r2_score(test.target, model.filter(test.frames).targets.mean)
             model.fit_readout(train.frames[:probe_n], train.target[:probe_n])
             belief = model.filter(test.frames).targets
             mean, cov = belief.mean, belief.cov
         std = np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1))
         rows[name] = {
             "r2": r2,
+            "r2_mlp": r2_mlp,
             "coverage": metrics.gaussian_interval_coverage(test.target, mean, std, 0.9),
             "nll": metrics.gaussian_nll(test.target, mean, cov=cov),
             "fit_s": fit_s,
@@ -241,6 +247,12 @@ def run_wobbly_seed(settings: Settings, seed: int, log=print, predictors=WOBBLY_
         log(f"  seed {seed} {name:<36s} R² {r2:.3f}  coverage {rows[name]['coverage']:.3f}  "
             f"NLL {rows[name]['nll']:.3f}  fit {fit_s:.0f} s")
     return rows
+
+
+def r2_score(y: np.ndarray, predicted: np.ndarray) -> float:
+    """``mean_d [1 − Σ (y − ŷ)² / Σ (y − ȳ)²]`` over rows (..., D), as ``metrics.linear_probe_r2`` scores."""
+    y, predicted = y.reshape(-1, y.shape[-1]), predicted.reshape(-1, y.shape[-1])
+    return float(np.mean(1.0 - ((y - predicted) ** 2).sum(0) / ((y - y.mean(0)) ** 2).sum(0)))
 
 
 def probe_gaussian(f_train, y_train, f_test):
@@ -273,11 +285,20 @@ def render_wobbly(per_seed: dict, settings: Settings) -> str:
         "Beliefs: Kalman models, `fit_readout` on the same 800 sequences and the exact linear push-forward of "
         "the filtered state belief; RNN, the probe with its residual covariance.",
         "",
-        f"| predictor | probe R² (paper's RNN: {PAPER_WOBBLY_R2}) | 90% coverage | NLL (nats/step) | steps/s | fit s |",
-        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    mlp_column = settings.wobbly_mlp_readout
+    if mlp_column:
+        lines[0] += (" MLP read-out: `fit_readout(..., 'mlp')` from the Kalman models' filtered states on the same 800 "
+                     "sequences, R² of its mean on the test sequences (how much of the position the state holds, "
+                     "affinely or not).")
+    lines += [
+        f"| predictor | probe R² (paper's RNN: {PAPER_WOBBLY_R2}) |" + (" MLP read-out R² |" if mlp_column else "")
+        + " 90% coverage | NLL (nats/step) | steps/s | fit s |",
+        "| --- " * (6 + mlp_column) + "|",
     ]
     for name in names:
-        cells = [_fmt([per_seed[s][name][k] for s in seeds]) for k in ("r2", "coverage", "nll")]
+        keys = ("r2", "r2_mlp", "coverage", "nll") if mlp_column else ("r2", "coverage", "nll")
+        cells = [_fmt([per_seed[s][name].get(k) for s in seeds]) for k in keys]
         speed = _fmt([per_seed[s][name]["steps_per_s"] for s in seeds], 1)
         fit = _fmt([per_seed[s][name]["fit_s"] for s in seeds], 0)
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {speed} | {fit} |")
@@ -458,6 +479,8 @@ def main(argv=None) -> dict:
                         help="learning-rate schedule of the Kalman models (default: the paper's step decay)")
     parser.add_argument("--wobbly-activation", choices=sorted(RESIDUAL_ACTIVATIONS), default="tanh",
                         help="hidden units of the Kalman-MLP's residual (LDMFilter's dynamics_activation; default tanh)")
+    parser.add_argument("--wobbly-mlp-readout", action="store_true",
+                        help="wobbly part: also score an MLP read-out of the Kalman models' filtered states")
     parser.add_argument("--cost-activations", nargs="+", choices=sorted(RESIDUAL_ACTIVATIONS), default=["tanh"],
                         help="cost part: time the MLP predictor with each of these residual units (default tanh)")
     parser.add_argument("--forecast-data", nargs="+", choices=("pendulum", "lorenz"), help="data sets of the forecast part")
@@ -474,7 +497,8 @@ def main(argv=None) -> dict:
         settings = replace(settings, wobbly_epochs=args.wobbly_epochs)
     settings = replace(settings, wobbly_noise=args.wobbly_noise, wobbly_clip=args.wobbly_clip,
                        wobbly_state_dim=args.wobbly_state_dim, wobbly_schedule=args.wobbly_schedule,
-                       wobbly_activation=args.wobbly_activation, cost_activations=tuple(args.cost_activations))
+                       wobbly_activation=args.wobbly_activation, wobbly_mlp_readout=args.wobbly_mlp_readout,
+                       cost_activations=tuple(args.cost_activations))
     if args.forecast_data:
         settings = replace(settings, forecast_data=tuple(args.forecast_data))
     if args.pendulum_epochs:
@@ -497,7 +521,8 @@ def main(argv=None) -> dict:
             + (f", gradients clipped at {settings.wobbly_clip:g}" if settings.wobbly_clip is not None else "")
             + (f", S={settings.wobbly_state_dim}" if settings.wobbly_state_dim != 4 else "")
             + (f", {settings.wobbly_schedule} schedule" if settings.wobbly_schedule != "step" else "")
-            + (f", {settings.wobbly_activation} residual units" if settings.wobbly_activation != "tanh" else ""),
+            + (f", {settings.wobbly_activation} residual units" if settings.wobbly_activation != "tanh" else "")
+            + (", MLP read-out" if settings.wobbly_mlp_readout else ""),
             "forecast": "forecast" if args.forecast_data is None and args.pendulum_epochs is None
             else f"forecast, {' and '.join(settings.forecast_data)}" + (
                 f" (pendulum models at {settings.pendulum_epochs} epochs)" if args.pendulum_epochs else "") + (

@@ -3,6 +3,7 @@
 import math
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 
@@ -106,3 +107,15 @@ def test_cost_activations_option_times_each_residual_unit(load_benchmark):
     names = [name for name, _ in module.variants(("linearize",), ("tanh", "localized"))]
     assert names == ["linear", "MLP, linearize", "MLP, linearize, localized"]
     assert dict(module.variants(("linearize",), ("localized",)))["MLP, linearize, localized"]["dynamics_activation"] == "localized"
+
+
+def test_wobbly_mlp_readout_option_adds_a_column_for_the_kalman_models(load_benchmark):
+    module = load_benchmark("nonlinear")
+    settings = replace(module.QUICK, wobbly_train=16, wobbly_test=4, wobbly_mlp_readout=True)
+    rows = module.run_wobbly_seed(settings, 0, log=lambda *_: None, predictors=("mlp", "rnn"))
+    kalman, rnn = rows.values()
+    assert -1.0 < kalman["r2_mlp"] <= 1.0 and rnn["r2_mlp"] is None
+    text = module.render_wobbly({0: rows}, settings)
+    assert "| MLP read-out R² |" in text and "| — |" in text
+    y = np.array([[0.0, 1.0], [1.0, 3.0], [2.0, 2.0]])
+    assert module.r2_score(y, y) == 1.0 and module.r2_score(y, np.broadcast_to(y.mean(0), y.shape)) == 0.0

@@ -166,7 +166,7 @@ class _SigmaPoints:
         rows = torch.stack([record[0] for record in records])  # (T − 1, N · n, S)
         count = rows.shape[1] // records[0][1].shape[0]
         inputs = None if controls is None else controls[:, 1:].transpose(0, 1).repeat_interleave(count, 1)
-        return _hidden_layers(self.module, rows, inputs)
+        return _hidden_layers(self.module, rows, inputs, curvatures=False)  # the reverse passes no Jacobian cotangent
 
     def reverse(self, record, cov, inputs, grad_pred_mean, grad_pred_cov, hidden):
         """As :meth:`_FirstOrder.reverse`; ``f`` gets the images' cotangents (Ȳ)."""
@@ -187,11 +187,12 @@ class _SigmaPoints:
         return (self.module(points, None if inputs is None else inputs.repeat_interleave(count, 0)),)
 
 
-def _hidden_layers(module, rows, inputs):
+def _hidden_layers(module, rows, inputs, **options):
     """``module.hidden_layers`` on (T − 1, M, S) rows (and (T − 1, M, U) inputs) flattened, if it has them."""
     if not callable(getattr(module, "hidden_layers", None)):
         return None
-    return module.hidden_layers(rows.reshape(-1, rows.shape[-1]), None if inputs is None else inputs.reshape(-1, inputs.shape[-1]))
+    flat_inputs = None if inputs is None else inputs.reshape(-1, inputs.shape[-1])
+    return module.hidden_layers(rows.reshape(-1, rows.shape[-1]), flat_inputs, **options)
 
 
 def _step_rows(hidden, index: int, count: int):

@@ -220,12 +220,8 @@ class MLPDynamics(LinearDynamics):
             raise ValueError(f"hidden must be one or more positive widths, got {hidden!r}")
         if activation not in RESIDUAL_ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(RESIDUAL_ACTIVATIONS)}, got {activation!r}")
-        self.activation = activation
         unit_module, self._unit = RESIDUAL_ACTIVATIONS[activation]
-        self.residual = make_mlp(self.state_dim + self.control_dim, tuple(int(w) for w in hidden), self.state_dim, "tanh")
-        for index, layer in enumerate(self.residual):
-            if isinstance(layer, nn.Tanh):
-                self.residual[index] = unit_module()
+        self.residual = make_mlp(self.state_dim + self.control_dim, tuple(int(w) for w in hidden), self.state_dim, unit_module)
         with torch.no_grad():
             for layer in self.residual:
                 if isinstance(layer, nn.Linear) and layer is not self.residual[-1]:

@@ -12,13 +12,18 @@ __all__ = ["MLPEncoder", "ConvEncoder", "make_mlp", "ACTIVATIONS"]
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU}
 
 
-def make_mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, activation: str = "relu") -> nn.Sequential:
-    """``Linear → act → … → Linear`` with the given hidden widths (no activation at the end)."""
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+def make_mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, activation="relu") -> nn.Sequential:
+    """``Linear → act → … → Linear`` with the given hidden widths (no activation at the end).
+
+    ``activation`` is a name in :data:`ACTIVATIONS` or an ``nn.Module`` class.
+    """
+    if isinstance(activation, str):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        activation = ACTIVATIONS[activation]
     layers, width = [], in_dim
     for size in hidden:
-        layers += [nn.Linear(width, size), ACTIVATIONS[activation]()]
+        layers += [nn.Linear(width, size), activation()]
         width = size
     layers.append(nn.Linear(width, out_dim))
     return nn.Sequential(*layers)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = ("kalman_speed", "kalman_em", "reproduce_paper", "pendulum_video", "lorenz", "real_series", "nonlinear",
-              "stream_latency", "distributed", "out_of_core")
+              "stream_latency", "distributed", "out_of_core", "fit_memory")
 
 
 def main(argv=None) -> int:

@@ -107,7 +107,7 @@ class StateSpaceEstimator(ControlInputs, ABC):
         """Fit a read-out from the filtered states to ``values`` (n, T, *shape) on the same grid."""
         if kind not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {kind!r}")
-        flat = torch.as_tensor(values.reshape(values.shape[:2] + (-1,)), dtype=torch.float64)
+        flat = torch.as_tensor(values.reshape(values.shape[:2] + (-1,)))  # not copied: the linear fit reads it in blocks
         mean, cov = grid.filtered_mean.detach(), grid.filtered_cov.detach()
         if kind == "linear":
             readout = LinearReadout.fit(mean, flat, cov, diagonal=flat.shape[-1] > FULL_COVARIANCE_MAX_DIM)

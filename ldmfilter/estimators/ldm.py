@@ -7,9 +7,8 @@ import inspect
 import math
 import os
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import lightning as L
 import numpy as np
 import torch
 
@@ -29,16 +28,16 @@ from ..nn import (
     make_noise,
 )
 from ..nn.normalization import Standardizer
-from ..training.checkpoints import check_resume
-from ..training.data import SequenceDataModule, SequenceWindows
-from ..training.disk_windows import DiskWindows
-from ..training.module import DEFAULT_LR_MULTIPLIERS, LDMTrainingModule, ProbeData
 from ..training.objectives import OBJECTIVES
+from ..training.schedules import DEFAULT_LR_MULTIPLIERS
 from .base import StateSpaceEstimator
-from .lightning_run import build_trainer, cpu_settings, quiet_lightning
+from .cpu import cpu_settings
 from .ldm_disk import check_disk_frames, check_disk_options, disk_normalizer, fit_disk_readouts
 from .persistence import save_model
 from .stream import FilterStream
+
+if TYPE_CHECKING:
+    from ..training.module import ProbeData
 
 __all__ = ["LDMFilter"]
 
@@ -391,6 +390,15 @@ class LDMFilter(StateSpaceEstimator):
         FileNotFoundError
             No checkpoint at ``resume_from``.
         """
+        # Lightning (175 MiB, seconds to import) is needed to train only: a loaded model filters without it
+        import lightning as L
+
+        from ..training.checkpoints import check_resume
+        from ..training.data import SequenceDataModule, SequenceWindows
+        from ..training.disk_windows import DiskWindows
+        from ..training.module import LDMTrainingModule
+        from .lightning_run import build_trainer, quiet_lightning
+
         self._check_params()
         if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
             raise TypeError(f"checkpoint_dir must be a str or os.PathLike, got {type(checkpoint_dir).__name__}")
@@ -491,6 +499,8 @@ class LDMFilter(StateSpaceEstimator):
         return tuple(str(n) for n in names)
 
     def _probe_data(self, probe, with_controls: bool = False) -> ProbeData | None:
+        from ..training.module import ProbeData
+
         if probe is None:
             return None
         if with_controls:

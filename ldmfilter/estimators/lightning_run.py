@@ -1,48 +1,21 @@
-"""How ``LDMFilter.fit`` runs Lightning: CPU settings, the Trainer and its distributed checks, quiet logs."""
+"""How ``LDMFilter.fit`` runs Lightning: the Trainer and its distributed checks, quiet logs.
+
+Imported by ``fit`` only: loading a model and filtering never import Lightning.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import warnings
 
 import lightning as L
-import numpy as np
-import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 
 from ..training.checkpoints import AtomicCheckpointIO, checkpoint_callback
 
-__all__ = ["cpu_settings", "build_trainer", "quiet_lightning"]
-
-
-def cpu_settings(method):
-    """Run an estimator method with ``self.num_threads`` intra-op threads and denormals flushed.
-
-    Denormal floats (below ~1e-38 in float32) are computed in microcode on x86 CPUs. Training
-    produces them after a few thousand steps and slowed training down 2–6× here. Flushing them
-    to zero changes nothing measurable. Afterwards the thread count is restored and flushing is
-    switched back off (torch's default; torch offers no way to read the flag).
-    """
-
-    @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
-        previous = torch.get_num_threads()
-        threads = self.num_threads
-        if threads is not None:
-            if not isinstance(threads, (int, np.integer)) or isinstance(threads, (bool, np.bool_)) or threads < 1:
-                raise ValueError(f"num_threads must be a positive integer or None, got {threads!r}")
-            torch.set_num_threads(int(threads))
-        torch.set_flush_denormal(True)
-        try:
-            return method(self, *args, **kwargs)
-        finally:
-            torch.set_num_threads(previous)
-            torch.set_flush_denormal(False)
-
-    return wrapper
+__all__ = ["build_trainer", "quiet_lightning"]
 
 
 def build_trainer(trainer_kwargs: dict | None, verbose: bool, batch_size: int, epochs: int, reload_every_epoch: bool,

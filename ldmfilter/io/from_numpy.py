@@ -23,7 +23,8 @@ def numpy_series(X, name: str, obs_shape: tuple | None) -> tuple[list[np.ndarray
 
     Returns
     -------
-    series : list of ndarray
+    series : list of ndarray, or ndarray (n_series, T, *obs_shape)
+        A stack is returned as it is (its rows are the series), so that it is not copied.
     single : bool
         The input had no series axis.
     """
@@ -57,4 +58,4 @@ def numpy_series(X, name: str, obs_shape: tuple | None) -> tuple[list[np.ndarray
             f"{name} has shape {values.shape}; the model was fitted on observations of shape {tuple(obs_shape)}, "
             f"so it needs (T, {', '.join(map(str, obs_shape))}) or (n_series, T, {', '.join(map(str, obs_shape))})"
         )
-    return ([values] if single else list(values)), single
+    return ([values] if single else values), single

@@ -157,7 +157,8 @@ class Sequences:
 def place_on_grid(series: list[np.ndarray], grids: list[TimeGrid | None], name: str, obs_shape, min_steps: int):
     """Stack per-series arrays ``(T_i, *obs_shape)`` on their grids, padded with NaN.
 
-    Returns ``(values, observed, observed_fraction)`` as :func:`as_sequences` does.
+    ``series`` may be one array ``(n_series, T, *obs_shape)``; on regular grids it is used as it
+    is, not copied.  Returns ``(values, observed, observed_fraction)`` as :func:`as_sequences` does.
     """
     lengths = [len(s) if g is None else g.length for s, g in zip(series, grids)]
     if min(lengths) < min_steps:
@@ -165,7 +166,7 @@ def place_on_grid(series: list[np.ndarray], grids: list[TimeGrid | None], name: 
         raise ValueError(f"{name} series {short[:5]} have fewer than {min_steps} time steps")
     shape = (len(series), max(lengths)) + tuple(series[0].shape[1:])
     if all(g is None or g.regular for g in grids) and len(set(lengths)) == 1:
-        values = np.stack(series)
+        values = series if isinstance(series, np.ndarray) else np.stack(series)
     else:
         values = np.full(shape, np.nan)
         for i, (s, g) in enumerate(zip(series, grids)):

@@ -24,7 +24,8 @@ import torch
 
 __all__ = ["fit_affine", "AffineProblem", "reduce_affine", "reduce_affine_streamed", "solve_affine", "residual_moments", "CHUNK_BYTES"]
 
-CHUNK_BYTES = 64 * 2**20  # bound on the row blocks of targets touched at once
+# bound on a row block of targets (in float64) touched at once; a pass holds about four blocks' worth
+CHUNK_BYTES = 16 * 2**20
 
 
 @dataclass
@@ -78,12 +79,12 @@ def _reduce_block(design, y, rows, columns, cross: bool, fill: bool, chunk_bytes
     """QR of the design rows ``rows`` (None: all) and two row-blocked passes over ``y[:, columns]``."""
     q, factor = _factor(design, rows)
     width = y.shape[1] if columns is None else columns.numel()
-    step = max(1, chunk_bytes // (width * y.element_size()))
+    step = max(1, chunk_bytes // (width * 8))
 
     def pieces():
         for start in range(0, y.shape[0], step):
             values = y[start : start + step]
-            values = values if columns is None else values[:, columns]
+            values = (values if columns is None else values[:, columns]).to(torch.float64)
             if fill:  # NaN only where Q is zero: their rows drop out
                 values = torch.where(torch.isnan(values), torch.zeros((), dtype=values.dtype), values)
             yield q[start : start + step], values
@@ -116,19 +117,20 @@ def reduce_affine(
     ----------
     features : Tensor, shape (*lead, F − 1)
     targets : Tensor, shape (*lead, D)
-        NaN where missing.
+        NaN where missing.  Any float dtype: each row block is converted to float64 when it is
+        used, so the targets are never copied whole.
     cross : bool
         Also keep the residual cross-products (D × D), needed for a full noise covariance; only
         kept when every column is observed on the same rows.
     chunk_bytes : int, optional
-        Size bound of the row blocks of targets (``CHUNK_BYTES`` by default).
+        Size bound of the row blocks of targets in float64 (``CHUNK_BYTES`` by default).
 
     Returns
     -------
     AffineProblem
     """
     x = features.detach().reshape(-1, features.shape[-1]).to(torch.float64)
-    y = targets.detach().reshape(-1, targets.shape[-1]).to(torch.float64)
+    y = targets.detach().reshape(-1, targets.shape[-1])
     chunk_bytes = CHUNK_BYTES if chunk_bytes is None else int(chunk_bytes)
     design = torch.cat([x, torch.ones_like(x[:, :1])], 1)
     D = y.shape[1]

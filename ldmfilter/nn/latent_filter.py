@@ -11,7 +11,11 @@ from torch import nn
 from ..gaussian import MOMENT_RULES, FilterResult, kalman_filter, nonlinear_filter, predictive_log_likelihood
 from .dynamics import LinearDynamics
 
-__all__ = ["PredictiveOutput", "EncodesObservations", "LatentKalmanFilter", "fill_missing_frames", "check_latents"]
+__all__ = ["PredictiveOutput", "EncodesObservations", "LatentKalmanFilter", "fill_missing_frames", "check_latents",
+           "ENCODE_BLOCK_BYTES"]
+
+# without gradients, frames are standardised and encoded this many bytes of input at a time (whole series)
+ENCODE_BLOCK_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True)
@@ -60,12 +64,13 @@ def fill_missing_frames(x: torch.Tensor, mask: torch.Tensor | None, obs_ndim: in
     return torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
-def check_latents(z: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def check_latents(z: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None, first_series: int = 0) -> torch.Tensor:
     """``z`` (B, T, L); ValueError when an observed frame's latent is NaN or inf.
 
     The filter reads NaN as "missing", so an encoder overflowing on an input far outside the
     training range (or diverged weights) would otherwise silently turn observed frames into
-    missing ones.  ``x`` are the standardised inputs, for the message.
+    missing ones.  ``x`` are the standardised inputs, for the message; ``first_series`` is the
+    index of ``z``'s first series in the whole batch (also for the message).
     """
     with torch.no_grad():
         bad = ~torch.isfinite(z).all(-1)
@@ -74,6 +79,7 @@ def check_latents(z: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None) -
         if not bool(bad.any()):
             return z
         series, step = (int(i) for i in bad.nonzero()[0])
+        series += first_series
         largest = float(x.detach().abs().nan_to_num(0.0).amax())
     raise ValueError(
         f"the encoder's output is NaN or inf for observed frames (first: series {series}, step {step}): the inputs "
@@ -102,8 +108,41 @@ class EncodesObservations(nn.Module):
 
         Raises ValueError when an observed frame's latent is NaN or inf (see :func:`check_latents`).
         """
-        x = self.prepare_input(x, mask)
-        return check_latents(self.encoder(x), x, mask)
+        return self.encode_with(x, mask)[0]
+
+    def encode_with(self, x: torch.Tensor, mask: torch.Tensor | None = None, head: Callable | None = None):
+        """Latents ``z`` (B, T, L) and ``head`` of the standardised frames, if given.
+
+        While gradients are recorded, in one pass.  Otherwise (filtering, read-out fits) in blocks
+        of whole series of at most ``ENCODE_BLOCK_BYTES`` of input, so that the standardised
+        frames and the encoder's activations are never held for all the data at once.
+
+        Parameters
+        ----------
+        x : Tensor, shape (B, T, *obs_shape)
+        mask : Tensor of bool, shape (B, T), optional
+        head : callable, optional
+            ``head(standardised frames (b, T, *obs_shape))`` → a tensor with a series axis first,
+            or one shared by all series (it has no time axis then, e.g. a constant ``R``).
+
+        Returns
+        -------
+        z : Tensor, shape (B, T, L)
+        head_value : Tensor or None
+        """
+        per_series = max(1, x[0].numel() * x.element_size())
+        count = x.shape[0] if torch.is_grad_enabled() else max(1, ENCODE_BLOCK_BYTES // per_series)
+        latents, values = [], []
+        for start in range(0, x.shape[0], count):
+            block = slice(start, start + count)
+            block_mask = None if mask is None else mask[block]
+            inputs = self.prepare_input(x[block], block_mask)
+            latents.append(check_latents(self.encoder(inputs), inputs, block_mask, first_series=start))
+            values.append(None if head is None else head(inputs))
+        if len(latents) == 1:
+            return latents[0], values[0]
+        shared = values[0] is None or values[0].ndim < latents[0].ndim  # no series axis: the same for every block
+        return torch.cat(latents), values[0] if shared else torch.cat(values)
 
 
 class LatentKalmanFilter(EncodesObservations):
@@ -196,9 +235,8 @@ class LatentKalmanFilter(EncodesObservations):
         -------
         PredictiveOutput
         """
-        x = self.prepare_input(x, mask)
-        z = check_latents(self.encoder(x), x, mask)
-        R = self.noise(x, self.dynamics.log_scale)  # (L, L), or (B, T, L, L) when input-dependent: a time axis
+        # R: (L, L), or (B, T, L, L) when input-dependent
+        z, R = self.encode_with(x, mask, lambda inputs: self.noise(inputs, self.dynamics.log_scale))
         result = self.filter_latents(z, R, mask, controls)
         D = self.dynamics.observation_matrix
 

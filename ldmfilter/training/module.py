@@ -11,12 +11,9 @@ import torch
 from .distributed import gather_batch
 from .objectives import ldm_loss
 from .probes import linear_probe_r2
-from .schedules import make_schedule
+from .schedules import DEFAULT_LR_MULTIPLIERS, make_schedule
 
 __all__ = ["ProbeData", "LDMTrainingModule", "DEFAULT_LR_MULTIPLIERS"]
-
-DEFAULT_LR_MULTIPLIERS = {"encoder": 1.0, "predictor": 100.0, "residual": 100.0, "noise_head": 1.0}
-
 
 def _to(mask: torch.Tensor | None, device) -> torch.Tensor | None:
     return None if mask is None else mask.to(device)

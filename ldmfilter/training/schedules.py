@@ -1,12 +1,14 @@
-"""Learning-rate schedules as multipliers of the base rate, by optimiser step."""
+"""Learning rates: the parameter groups' multipliers of the base rate, and schedules by optimiser step."""
 
 from __future__ import annotations
 
 import math
 from typing import Callable
 
-__all__ = ["SCHEDULES", "make_schedule"]
+__all__ = ["DEFAULT_LR_MULTIPLIERS", "SCHEDULES", "make_schedule"]
 
+# the learning rate of each parameter group relative to the encoder's (see LDMTrainingModule)
+DEFAULT_LR_MULTIPLIERS = {"encoder": 1.0, "predictor": 100.0, "residual": 100.0, "noise_head": 1.0}
 SCHEDULES = ("step", "linear", "cosine", "constant")
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from statistics import NormalDist
 
+import lightning
 import numpy as np
 import pytest
 import torch
 
-import ldmfilter.estimators.ldm as ldm_module
 from ldmfilter.estimators import LDMFilter
 from ldmfilter.results import FilterResult, ForecastResult, GaussianMoments
 from ldmfilter.simulate import make_dotmotion, resample_noise
@@ -125,7 +125,7 @@ def test_filter_needs_no_trainer_and_no_grad(trained, data, monkeypatch):
     def no_trainer(*args, **kwargs):
         raise AssertionError("filter must not build a Trainer")
 
-    monkeypatch.setattr(ldm_module.L, "Trainer", no_trainer)
+    monkeypatch.setattr(lightning, "Trainer", no_trainer)
     before = {k: v.clone() for k, v in model.model_.state_dict().items()}
     grads = [None if p.grad is None else p.grad.clone() for p in model.model_.parameters()]
     grad_modes = []

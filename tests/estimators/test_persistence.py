@@ -1,5 +1,8 @@
 """Model files: exact round trip, atomic writes, refusal of foreign, corrupt, tampered or newer files."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -26,6 +29,25 @@ def test_round_trip_reproduces_filter_exactly(tmp_path, kwargs):
         np.testing.assert_array_equal(getattr(model.filter(data.frames), name), getattr(loaded.filter(data.frames), name))
     np.testing.assert_array_equal(model.transform(data.frames), loaded.transform(data.frames))
     assert loaded.obs_shape_ == model.obs_shape_ and loaded.noise == model.noise
+
+
+def test_loaded_model_filters_smooths_and_forecasts_without_importing_lightning(tmp_path, fitted):
+    """Lightning is for training only: a process that loads a model and uses it never imports it
+    (it costs 175 MiB and seconds of start-up)."""
+    model, frames = fitted
+    path = model.save(tmp_path / "model.ldm")
+    np.save(tmp_path / "frames.npy", frames[:2])
+    code = (
+        "import sys, numpy as np, ldmfilter\n"
+        f"model = ldmfilter.load({str(path)!r})\n"
+        f"frames = np.load({str(tmp_path / 'frames.npy')!r})\n"
+        "model.filter(frames); model.smooth(frames); model.forecast(frames, 3); model.transform(frames)\n"
+        "stream = model.stream(2); stream.update(frames[:, 0])\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] in ('lightning', 'pytorch_lightning')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_format_2_files_keep_their_absolute_noise_head(tmp_path):

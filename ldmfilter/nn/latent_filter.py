@@ -131,7 +131,7 @@ class EncodesObservations(nn.Module):
         head_value : Tensor or None
         """
         per_series = max(1, x[0].numel() * x.element_size())
-        count = x.shape[0] if torch.is_grad_enabled() else max(1, ENCODE_BLOCK_BYTES // per_series)
+        count = max(1, x.shape[0] if torch.is_grad_enabled() else ENCODE_BLOCK_BYTES // per_series)
         latents, values = [], []
         for start in range(0, x.shape[0], count):
             block = slice(start, start + count)

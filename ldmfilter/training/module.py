@@ -15,6 +15,7 @@ from .schedules import DEFAULT_LR_MULTIPLIERS, make_schedule
 
 __all__ = ["ProbeData", "LDMTrainingModule", "DEFAULT_LR_MULTIPLIERS"]
 
+
 def _to(mask: torch.Tensor | None, device) -> torch.Tensor | None:
     return None if mask is None else mask.to(device)
 

@@ -263,3 +263,40 @@ def test_latent_rnn_model_output():
     out = model(x, mask)
     assert torch.isfinite(out.latents).all()
     assert out.log_likelihood[1, 3] == 0 and torch.all(out.log_likelihood[mask] != 0)
+
+
+@pytest.mark.parametrize("noise", ["fixed", "input"])
+def test_forward_without_gradients_encodes_in_blocks_with_the_same_result(noise, monkeypatch):
+    """Without gradients the frames are encoded a few series at a time (bounded memory); the
+    latents, R and beliefs equal the one-pass forward's, missing frames and values included."""
+    import ldmfilter.nn.latent_filter as latent_filter
+
+    model = make_model(noise)
+    x = frames(B=7, T=5)
+    mask = torch.ones(7, 5, dtype=torch.bool)
+    mask[2, 1], mask[6, 4] = False, False
+    x[2, 1] = math.nan
+    x[4, 3, 0, 1] = math.nan
+    whole = model(x, mask)  # gradients on: one pass
+    calls = []
+    encoder_forward = model.encoder.forward
+    monkeypatch.setattr(model.encoder, "forward", lambda inputs: calls.append(inputs.shape[0]) or encoder_forward(inputs))
+    monkeypatch.setattr(latent_filter, "ENCODE_BLOCK_BYTES", 3 * x[0].numel() * x.element_size())  # 3 series a block
+    with torch.no_grad():
+        blocked = model(x, mask)
+    assert calls == [3, 3, 1]
+    torch.testing.assert_close(blocked.latents, whole.latents.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(blocked.observation_cov, whole.observation_cov.detach(), rtol=1e-12, atol=1e-12)
+    assert blocked.observation_cov.shape == ((2, 2) if noise == "fixed" else (7, 5, 2, 2))
+    assert_same_result(blocked.filtered, whole.filtered)
+
+
+def test_blocked_encoding_names_the_whole_batchs_series_in_errors(monkeypatch):
+    import ldmfilter.nn.latent_filter as latent_filter
+
+    model = make_model()
+    x = frames(B=5, T=4)
+    x[3, 2] = math.inf  # a non-finite latent for an observed frame
+    monkeypatch.setattr(latent_filter, "ENCODE_BLOCK_BYTES", 2 * x[0].numel() * x.element_size())
+    with torch.no_grad(), pytest.raises(ValueError, match=r"first: series 3, step 2"):
+        model(x)

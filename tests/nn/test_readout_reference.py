@@ -126,6 +126,20 @@ def test_fit_affine_matches_the_full_least_squares_in_row_blocks(monkeypatch, mi
     torch.testing.assert_close(fit_affine(means, targets), _reference_coef(x, y, None, 0.0), rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("missing", [None, "rows", "columns"])
+def test_float32_targets_are_reduced_as_their_float64_values_block_by_block(monkeypatch, missing):
+    """The targets are converted to float64 one row block at a time (never copied whole): the
+    reduced problem equals the one of the same values given in float64."""
+    means, _, targets = _data(6, 20, 4, 5, seed=4, missing=missing)
+    single = targets.to(torch.float32)
+    monkeypatch.setattr(affine, "CHUNK_BYTES", 8 * 5 * 9)  # 9 rows of targets at a time
+    ours, reference = affine.reduce_affine(means, single), affine.reduce_affine(means, single.to(f64))
+    assert ours.missing == reference.missing and torch.equal(ours.counts, reference.counts)
+    for mine, theirs in zip(ours.blocks, reference.blocks, strict=True):
+        for name in ("factor", "projected", "residual_ss"):
+            assert torch.equal(getattr(mine, name), getattr(theirs, name)), name
+
+
 @pytest.mark.parametrize("wobble", [0.0, 1e-12])
 def test_rank_deficient_features_are_cut_like_the_full_problem(wobble):
     """A constant state (collinear with the intercept) and a near-copy of another.

@@ -19,7 +19,8 @@ Three parts, each writing its own section of ``benchmarks/results/nonlinear.md``
   can tell frames with the blob clamped to the image border from informative ones;
   ``--wobbly-clip C`` clips their gradient norm at ``C``; ``--wobbly-state-dim S`` and
   ``--wobbly-schedule NAME`` set their state dimension (default 4) and learning-rate schedule
-  (default the paper's ``"step"``).
+  (default the paper's ``"step"``), ``--wobbly-lr-scale F`` their learning rates (``F`` times the
+  paper's, every parameter group alike).
 * ``forecast``: ``pendulum_video`` and ``lorenz`` (the suite's data): linear vs nonlinear
   predictors, multi-step forecasts of the targets (sin θ, cos θ for the pendulum; the true
   state for Lorenz-63) from origins inside each test sequence; NLL, CRPS and 90% coverage at
@@ -32,7 +33,7 @@ Three parts, each writing its own section of ``benchmarks/results/nonlinear.md``
 
     python benchmarks/nonlinear.py [--quick] [--parts cost wobbly forecast] [--seeds 0 1 2] [--no-write]
                                    [--wobbly-noise fixed|input] [--wobbly-clip C] [--wobbly-state-dim S]
-                                   [--wobbly-schedule step|linear|cosine|constant]
+                                   [--wobbly-schedule step|linear|cosine|constant] [--wobbly-lr-scale F]
                                    [--calibrate [likelihood] [coverage]]
 """
 
@@ -41,6 +42,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import fcntl
+import inspect
 import platform
 import statistics
 import sys
@@ -68,6 +70,7 @@ HORIZONS = (1, 5, 20)
 COVERAGE_LEVEL = 0.9  # the interval level scored, and the target of calibrate_forecast(method="coverage")
 RECALIBRATED = {"likelihood": "recalibrated", "coverage": f"recalibrated to {COVERAGE_LEVEL:.0%} coverage"}
 PAPER_WOBBLY_R2 = 0.94  # the paper's RNN predictor, 10,000 sequences, 20 epochs
+PAPER_LEARNING_RATE = inspect.signature(LDMFilter).parameters["learning_rate"].default  # the encoder's, batch 8
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class Settings:
     wobbly_schedule: str = "step"  # learning-rate schedule of the Kalman models
     wobbly_activation: str = "tanh"  # hidden units of the Kalman-MLP's residual (LDMFilter's dynamics_activation)
     wobbly_mlp_readout: bool = False  # also score an MLP read-out (fit_readout(..., "mlp")) of the Kalman models' state
+    wobbly_lr_scale: float = 1.0  # the Kalman models' learning rates, as a multiple of the paper's (every group alike)
     pendulum_train: int = 1000
     pendulum_test: int = 300
     pendulum_origins: tuple = (40, 55)
@@ -190,12 +194,14 @@ def wobbly_models(settings: Settings, seed: int, epochs: int, predictors=WOBBLY_
     """{row name: unfitted LDMFilter} for the chosen predictors."""
     common = dict(objective="knn", latent_dim=2, hidden=(200,) * 10, max_epochs=epochs, random_state=seed,
                   verbose=False)
-    kalman = dict(common, state_dim=settings.wobbly_state_dim, noise=settings.wobbly_noise, schedule=settings.wobbly_schedule)
+    kalman = dict(common, state_dim=settings.wobbly_state_dim, noise=settings.wobbly_noise, schedule=settings.wobbly_schedule,
+                  learning_rate=settings.wobbly_lr_scale * PAPER_LEARNING_RATE)
     if settings.wobbly_clip is not None:
         kalman["trainer_kwargs"] = {"gradient_clip_val": settings.wobbly_clip}
     r_form = f"S={settings.wobbly_state_dim}" + (", input-dependent R" if settings.wobbly_noise == "input" else "") + (
         f", gradients clipped at {settings.wobbly_clip:g}" if settings.wobbly_clip is not None else "") + (
-        f", {settings.wobbly_schedule} schedule" if settings.wobbly_schedule != "step" else "")
+        f", {settings.wobbly_schedule} schedule" if settings.wobbly_schedule != "step" else "") + (
+        f", learning rate ×{settings.wobbly_lr_scale:g}" if settings.wobbly_lr_scale != 1 else "")
     models = {
         "linear": (f"Kalman, linear ({r_form})", lambda: LDMFilter(**kalman)),
         "mlp": (f"Kalman, MLP {settings.dynamics_hidden}{_units(settings)} linearize ({r_form})", lambda: LDMFilter(
@@ -271,7 +277,9 @@ def render_wobbly(per_seed: dict, settings: Settings) -> str:
         f"Data: `make_dotmotion('wobbly')`, {settings.wobbly_train} training and {settings.wobbly_test} test "
         f"sequences of 100 frames (the paper: 10,000 training sequences, 20 epochs; here {settings.wobbly_epochs} "
         f"epochs); seeds {seeds} (data and models). Every model: kNN-entropy objective (F_MI), L=2, encoder "
-        "MLP 10×200, batch 8, the paper's learning rates; Kalman models: "
+        "MLP 10×200, batch 8, the paper's learning rates"
+        + (f" (Kalman models: ×{settings.wobbly_lr_scale:g} those, every group alike)" if settings.wobbly_lr_scale != 1 else "")
+        + "; Kalman models: "
         + ("the noise head `R_t = exp(s)·diag(softplus(g(x_t)) + floor)` (`noise='input'`)" if settings.wobbly_noise == "input"
            else "the paper's fixed `R = exp(s)·I`")
         + (f", gradient norm clipped at {settings.wobbly_clip:g} (`trainer_kwargs={{'gradient_clip_val': {settings.wobbly_clip:g}}}`)"
@@ -481,6 +489,8 @@ def main(argv=None) -> dict:
                         help="hidden units of the Kalman-MLP's residual (LDMFilter's dynamics_activation; default tanh)")
     parser.add_argument("--wobbly-mlp-readout", action="store_true",
                         help="wobbly part: also score an MLP read-out of the Kalman models' filtered states")
+    parser.add_argument("--wobbly-lr-scale", type=float, default=1.0,
+                        help="wobbly part: the Kalman models' learning rates as a multiple of the paper's (default 1)")
     parser.add_argument("--cost-activations", nargs="+", choices=sorted(RESIDUAL_ACTIVATIONS), default=["tanh"],
                         help="cost part: time the MLP predictor with each of these residual units (default tanh)")
     parser.add_argument("--forecast-data", nargs="+", choices=("pendulum", "lorenz"), help="data sets of the forecast part")
@@ -498,6 +508,7 @@ def main(argv=None) -> dict:
     settings = replace(settings, wobbly_noise=args.wobbly_noise, wobbly_clip=args.wobbly_clip,
                        wobbly_state_dim=args.wobbly_state_dim, wobbly_schedule=args.wobbly_schedule,
                        wobbly_activation=args.wobbly_activation, wobbly_mlp_readout=args.wobbly_mlp_readout,
+                       wobbly_lr_scale=args.wobbly_lr_scale,
                        cost_activations=tuple(args.cost_activations))
     if args.forecast_data:
         settings = replace(settings, forecast_data=tuple(args.forecast_data))
@@ -522,7 +533,8 @@ def main(argv=None) -> dict:
             + (f", S={settings.wobbly_state_dim}" if settings.wobbly_state_dim != 4 else "")
             + (f", {settings.wobbly_schedule} schedule" if settings.wobbly_schedule != "step" else "")
             + (f", {settings.wobbly_activation} residual units" if settings.wobbly_activation != "tanh" else "")
-            + (", MLP read-out" if settings.wobbly_mlp_readout else ""),
+            + (", MLP read-out" if settings.wobbly_mlp_readout else "")
+            + (f", learning rate ×{settings.wobbly_lr_scale:g}" if settings.wobbly_lr_scale != 1 else ""),
             "forecast": "forecast" if args.forecast_data is None and args.pendulum_epochs is None
             else f"forecast, {' and '.join(settings.forecast_data)}" + (
                 f" (pendulum models at {settings.pendulum_epochs} epochs)" if args.pendulum_epochs else "") + (

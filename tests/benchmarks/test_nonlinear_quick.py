@@ -91,6 +91,18 @@ def test_wobbly_state_dim_and_schedule_options_reach_only_the_kalman_models(load
     assert "state dimension S = 8" in text and "`schedule='cosine'`" in text
 
 
+def test_wobbly_lr_scale_option_reaches_only_the_kalman_models(load_benchmark):
+    module = load_benchmark("nonlinear")
+    paper = module.LDMFilter().learning_rate
+    settings = replace(module.QUICK, wobbly_lr_scale=0.5)
+    for name, model in module.wobbly_models(settings, seed=0, epochs=1).items():
+        kalman = model.predictor != "rnn"
+        assert model.learning_rate == (0.5 * paper if kalman else paper)
+        assert ("learning rate ×0.5" in name) == kalman
+    text = module.render_wobbly({0: {"row": {"r2": 0.9, "coverage": 0.9, "nll": 1.0, "fit_s": 1.0, "steps_per_s": 1.0}}}, settings)
+    assert "Kalman models: ×0.5 those" in text
+
+
 def test_wobbly_activation_option_reaches_only_the_mlp_predictor(load_benchmark):
     module = load_benchmark("nonlinear")
     settings = replace(module.QUICK, wobbly_activation="localized")

@@ -17,7 +17,6 @@ import torch
 
 from ..io.disk_input import DiskSequences
 from ..nn.affine import reduce_affine_streamed
-from ..nn.latent_filter import check_latents
 from ..nn.normalization import Standardizer
 from ..nn.readout import LinearReadout
 from .base import FULL_COVARIANCE_MAX_DIM, READOUTS
@@ -124,10 +123,10 @@ def _filtered_states(model, sequences: DiskSequences, controls: torch.Tensor | N
         x = torch.as_tensor(values, dtype=dtype)
         place = torch.as_tensor(array.positions[rows])
         mask = None if all_observed else observed[series][:, place]
-        inputs = model.prepare_input(x, mask)
-        z[:, place] = check_latents(model.encoder(inputs), inputs, mask)
+        head = (lambda inputs: model.noise(inputs, model.dynamics.log_scale)) if per_frame else None
+        z[:, place], noise = model.encode_with(x, mask, head)
         if per_frame:
-            R[:, place] = model.noise(inputs, model.dynamics.log_scale)
+            R[:, place] = noise
     cov_total += finish(current)
     return means, cov_total / (n * steps)
 

@@ -13,7 +13,7 @@ def _single_ndim(obs_shape) -> int | None:
     return None if obs_shape is None else len(obs_shape) + 1
 
 
-def numpy_series(X, name: str, obs_shape: tuple | None) -> tuple[list[np.ndarray], bool]:
+def numpy_series(X, name: str, obs_shape: tuple | None) -> tuple[list[np.ndarray] | np.ndarray, bool]:
     """Split numpy input into per-series arrays ``(T_i, *obs_shape)``.
 
     A 1-D array is one univariate series; a 2-D array is one series of vectors ``(T, D)``;

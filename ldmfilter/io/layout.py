@@ -154,7 +154,7 @@ class Sequences:
         return out[0] if layout.single else out
 
 
-def place_on_grid(series: list[np.ndarray], grids: list[TimeGrid | None], name: str, obs_shape, min_steps: int):
+def place_on_grid(series: list[np.ndarray] | np.ndarray, grids: list[TimeGrid | None], name: str, obs_shape, min_steps: int):
     """Stack per-series arrays ``(T_i, *obs_shape)`` on their grids, padded with NaN.
 
     ``series`` may be one array ``(n_series, T, *obs_shape)``; on regular grids it is used as it

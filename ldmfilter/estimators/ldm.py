@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..gaussian import MOMENT_RULES, kalman_forecast, nonlinear_forecast, nonlinear_smoother
+from ..gaussian.blocks import any_in_blocks
 from ..io import InputSchema, as_sequences, to_sequences
 from ..io.controls import control_names_of
 from ..io.disk_array import is_out_of_core
@@ -261,7 +262,7 @@ class LDMFilter(StateSpaceEstimator):
         """``values`` in the model's dtype; ValueError where a finite value does not fit in it."""
         values = np.asarray(values)
         tensor = torch.as_tensor(values, dtype=DTYPES[self.dtype])
-        if bool(torch.isinf(tensor).any()):  # the input layer refused inf: these overflowed in the cast
+        if any_in_blocks(tensor, torch.isinf):  # the input layer refused inf: these overflowed in the cast
             largest = float(np.nanmax(np.abs(values)))
             raise ValueError(
                 f"{name} has values of magnitude {largest:.3g}, beyond the range of the model's dtype {self.dtype}; "

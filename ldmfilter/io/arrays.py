@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..gaussian.blocks import row_blocks
+
 __all__ = ["as_sequences", "check_numeric", "MAX_MAGNITUDE"]
 
 MAX_MAGNITUDE = 1e150  # beyond this, squares overflow float64 (variances, least squares, EM statistics)
@@ -16,13 +18,8 @@ def check_numeric(values: np.ndarray, name: str) -> np.ndarray:
         raise TypeError(f"{name} must hold real numbers, got dtype {values.dtype}")
     if np.issubdtype(values.dtype, np.integer):
         values = values.astype(np.float64)
-    if float(np.finfo(values.dtype).max) > MAX_MAGNITUDE:
-        with np.errstate(invalid="ignore"):
-            beyond = np.abs(values) > MAX_MAGNITUDE  # NaN compares False
-    else:  # float32/float16: only inf lies beyond
-        beyond = np.isinf(values)
-    if beyond.any():
-        where = tuple(int(i) for i in np.argwhere(beyond)[0])
+    where = _first_beyond(values)
+    if where is not None:
         if np.isinf(values[where]):
             raise ValueError(f"{name} contains inf values (first at {where}); use NaN for missing values")
         raise ValueError(
@@ -30,6 +27,28 @@ def check_numeric(values: np.ndarray, name: str) -> np.ndarray:
             f"±{MAX_MAGNITUDE:g} overflow float64 once squared: rescale them"
         )
     return values
+
+
+def _first_beyond(values: np.ndarray) -> tuple | None:
+    """Index of the first inf or value beyond ``MAX_MAGNITUDE`` in float ``values``, or None.
+
+    Scans row blocks, so the temporaries stay small however large ``values`` is.
+    """
+    if float(np.finfo(values.dtype).max) > MAX_MAGNITUDE:
+
+        def beyond(block):
+            with np.errstate(invalid="ignore"):
+                return np.abs(block) > MAX_MAGNITUDE  # NaN compares False
+
+    else:  # float32/float16: only inf lies beyond
+        beyond = np.isinf
+    if values.ndim == 0:
+        return () if beyond(values) else None
+    for rows in row_blocks(values.shape):
+        found = np.argwhere(beyond(values[rows]))
+        if len(found):
+            return (rows.start + int(found[0][0]),) + tuple(int(i) for i in found[0][1:])
+    return None
 
 
 def as_sequences(X, name: str = "X", obs_shape: tuple | None = None, min_steps: int = 2):
@@ -77,8 +96,10 @@ def as_sequences(X, name: str = "X", obs_shape: tuple | None = None, min_steps: 
         raise ValueError(f"{name} needs at least {min_steps} time steps, got T={values.shape[1]}")
     if values.size == 0 and 0 in values.shape[2:]:
         raise ValueError(f"{name} has empty observations (shape {values.shape})")
-    present = ~np.isnan(values).reshape(values.shape[:2] + (-1,))
-    fraction = present.mean(-1)
+    fraction = np.empty(values.shape[:2])
+    for rows in row_blocks(values.shape, 1):  # one mask byte a value
+        block = values[rows]
+        fraction[rows] = (~np.isnan(block)).reshape(block.shape[:2] + (-1,)).mean(-1)
     observed = fraction > 0
     empty = ~observed.any(1)
     if empty.any():

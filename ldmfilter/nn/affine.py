@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..gaussian.blocks import any_in_blocks, row_blocks
+
 __all__ = ["fit_affine", "AffineProblem", "reduce_affine", "reduce_affine_streamed", "solve_affine", "residual_moments", "CHUNK_BYTES"]
 
 # bound on a row block of targets (in float64) touched at once; a pass holds about four blocks' worth
@@ -67,6 +69,14 @@ class AffineProblem:
         return self.counts.shape[0]
 
 
+def _design(features: torch.Tensor) -> torch.Tensor:
+    """The design ``[x 1]`` in float64, shape (N, F), from features (*lead, F − 1) in one allocation."""
+    n_features = features.shape[-1]
+    design = torch.ones(features[..., 0].numel(), n_features + 1, dtype=torch.float64)
+    design[:, :-1] = features.detach().reshape(-1, n_features)
+    return design
+
+
 def _factor(design: torch.Tensor, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Thin QR of the design rows ``rows`` (None: all), with ``Q`` on all rows (zero on the left-out ones)."""
     q, factor = torch.linalg.qr(design if rows is None else design[rows])
@@ -79,15 +89,14 @@ def _reduce_block(design, y, rows, columns, cross: bool, fill: bool, chunk_bytes
     """QR of the design rows ``rows`` (None: all) and two row-blocked passes over ``y[:, columns]``."""
     q, factor = _factor(design, rows)
     width = y.shape[1] if columns is None else columns.numel()
-    step = max(1, chunk_bytes // (width * 8))
 
     def pieces():
-        for start in range(0, y.shape[0], step):
-            values = y[start : start + step]
+        for rows in row_blocks((y.shape[0], width), 8, chunk_bytes):
+            values = y[rows]
             values = (values if columns is None else values[:, columns]).to(torch.float64)
             if fill:  # NaN only where Q is zero: their rows drop out
                 values = torch.where(torch.isnan(values), torch.zeros((), dtype=values.dtype), values)
-            yield q[start : start + step], values
+            yield q[rows], values
 
     n_rows = design.shape[0] if rows is None else int(rows.sum())
     return _Block(columns, n_rows, factor, *_project(q, pieces, width, cross))
@@ -101,10 +110,10 @@ def _project(q: torch.Tensor, pieces, width: int, cross: bool):
     residual_ss = torch.zeros(width, dtype=torch.float64)
     residual_cross = torch.zeros(width, width, dtype=torch.float64) if cross else None
     for q_rows, values in pieces():
-        residual = values - q_rows @ projected  # (I − Q Qᵀ) y
-        residual_ss += (residual**2).sum(0)
+        residual = torch.addmm(values, q_rows, projected, alpha=-1)  # (I − Q Qᵀ) y, a new block
         if cross:
             residual_cross += residual.mT @ residual
+        residual_ss += residual.square_().sum(0)
     return projected, residual_ss, residual_cross
 
 
@@ -129,16 +138,16 @@ def reduce_affine(
     -------
     AffineProblem
     """
-    x = features.detach().reshape(-1, features.shape[-1]).to(torch.float64)
+    n_features = features.shape[-1]
+    design = _design(features)
     y = targets.detach().reshape(-1, targets.shape[-1])
     chunk_bytes = CHUNK_BYTES if chunk_bytes is None else int(chunk_bytes)
-    design = torch.cat([x, torch.ones_like(x[:, :1])], 1)
     D = y.shape[1]
-    missing = bool(torch.isnan(y).any())
+    missing = any_in_blocks(y, torch.isnan, chunk_bytes)
     if not missing:
         blocks = [_reduce_block(design, y, None, None, cross, False, chunk_bytes)]
         counts = torch.full((D,), float(y.shape[0]), dtype=torch.float64)
-        return AffineProblem(blocks, x.shape[1], counts, False)
+        return AffineProblem(blocks, n_features, counts, False)
     present = ~torch.isnan(y)
     counts = present.sum(0).to(torch.float64)
     if bool((present == present.any(1, keepdim=True)).all()):  # whole rows missing, or none
@@ -149,7 +158,7 @@ def reduce_affine(
             _reduce_block(design, y, pattern, (which == k).nonzero().squeeze(1), False, True, chunk_bytes)
             for k, pattern in enumerate(patterns)
         ]
-    return AffineProblem(blocks, x.shape[1], counts, True)
+    return AffineProblem(blocks, n_features, counts, True)
 
 
 def reduce_affine_streamed(
@@ -182,8 +191,7 @@ def reduce_affine_streamed(
         As :func:`reduce_affine` returns for the same targets held in memory, up to rounding.
     """
     n_features = features.shape[-1]
-    design = torch.ones(features[..., 0].numel(), n_features + 1, dtype=torch.float64)  # [x 1], one allocation
-    design[:, :-1] = features.detach().reshape(-1, n_features)
+    design = _design(features)
     rows = None if present is None or bool(present.all()) else present.reshape(-1)
     q, factor = _factor(design, rows)
     n_all = design.shape[0]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..gaussian.blocks import any_in_blocks
+
 __all__ = ["Standardizer", "NORMALIZATIONS"]
 
 NORMALIZATIONS = ("auto", "feature", "global", "none")
@@ -65,7 +67,7 @@ class Standardizer(nn.Module):
         frames = x.reshape((-1,) + tuple(obs_shape))
         if mask is not None and not bool(mask.all()):
             frames = frames[mask.reshape(-1)]
-        if bool(torch.isnan(frames).any()):  # missing values inside observed frames
+        if any_in_blocks(frames, torch.isnan):  # missing values inside observed frames
             mean = frames.nanmean(0)
             variance = (frames - mean).square().nanmean(0)
             if bool(torch.isnan(mean).any()):

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from ..gaussian import propagate
+from ..gaussian.blocks import row_blocks
 from ..gaussian.linalg import broadcast_compact, cholesky, quadratic_diagonal
-from .affine import AffineProblem, fit_affine, reduce_affine, residual_moments, solve_affine
+from .affine import CHUNK_BYTES, AffineProblem, fit_affine, reduce_affine, residual_moments, solve_affine
 from .encoders import make_mlp
 
 __all__ = ["fit_affine", "LinearReadout", "MLPReadout", "readout_from_spec", "MIN_NOISE_FRACTION", "PENALTIES"]
@@ -31,9 +32,24 @@ def _rows(features: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, 
     return x, y
 
 
-def _lead_mean(cov: torch.Tensor) -> torch.Tensor:
-    """Average of (*lead, S, S) covariances without copying broadcast views."""
-    return cov.detach().to(torch.float64).mean(dim=tuple(range(cov.ndim - 2))) if cov.ndim > 2 else cov.detach().to(torch.float64)
+def _lead_mean(cov: torch.Tensor, chunk_bytes: int | None = None) -> torch.Tensor:
+    """Average of ``(*lead, S, S)`` covariances in float64, shape ``(S, S)``.
+
+    Neither a broadcast view nor the whole stack is copied: a leading axis of stride 0 repeats one
+    covariance, so it is left out of the average, and the rest is converted to float64 one block of
+    the first axis at a time (``chunk_bytes``, ``CHUNK_BYTES`` by default).
+    """
+    cov = cov.detach()
+    if cov.ndim == 2:
+        return cov.to(torch.float64)
+    core = cov[tuple(0 if cov.stride(axis) == 0 else slice(None) for axis in range(cov.ndim - 2))]
+    if core.ndim == 2:
+        return core.to(torch.float64)
+    lead = tuple(range(core.ndim - 2))
+    total = torch.zeros(core.shape[-2:], dtype=torch.float64)
+    for rows in row_blocks(tuple(core.shape), 8, CHUNK_BYTES if chunk_bytes is None else chunk_bytes):
+        total += core[rows].to(torch.float64).sum(dim=lead)
+    return total / math.prod(core.shape[:-2])
 
 
 def _target_power(problem) -> torch.Tensor:

@@ -306,3 +306,28 @@ def test_schema_round_trips_through_a_dict(values, index):
     _, schema = to_sequences(frames(values, index))
     assert InputSchema.from_dict(schema.to_dict()) == schema
     assert isinstance(to_sequences(values)[0], Sequences)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_first_bad_value_is_named_when_it_lies_beyond_the_first_row_block(monkeypatch, dtype):
+    """The scan runs in row blocks; the index it reports is the whole array's first, not the block's."""
+    import functools
+
+    from ldmfilter.io import arrays
+
+    monkeypatch.setattr(arrays, "row_blocks", functools.partial(arrays.row_blocks, block_bytes=8 * 3 * 2 * 2))  # 2 rows a block
+    values = np.zeros((7, 3, 2), dtype=dtype)
+    values[5, 1, 0] = np.nan
+    values[4, 2, 1] = -np.inf
+    values[6, 0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"X contains inf values \(first at \(4, 2, 1\)\)"):
+        arrays.as_sequences(values)
+    if dtype == np.float64:
+        values[4, 2, 1] = 3e200
+        with pytest.raises(ValueError, match=r"magnitude 3e\+200 \(first at \(4, 2, 1\)\)"):
+            arrays.as_sequences(values)
+    values[4, 2, 1] = values[6, 0, 0] = 0.0
+    _, observed, fraction = arrays.as_sequences(values)
+    expected = (~np.isnan(values)).reshape(7, 3, -1).mean(-1)
+    np.testing.assert_array_equal(fraction, expected)
+    assert observed.all()

@@ -52,3 +52,22 @@ def test_streamed_reduction_gives_the_in_memory_read_out(missing, D, diagonal):
         for name in ("weight", "bias", "noise_cov"):
             value = getattr(expected, name)
             torch.testing.assert_close(getattr(fitted, name), value, rtol=1e-10, atol=1e-10 * float(value.abs().max()))
+
+
+def test_lead_mean_of_a_broadcast_stack_reads_one_covariance():
+    """A stride-0 leading axis repeats one covariance: 10¹⁰ copies must not be materialised."""
+    cov = torch.tensor([[2.0, 0.5], [0.5, 1.0]])
+    huge = cov.expand(10**5, 10**5, 2, 2)  # 3.2 TB if copied to float64
+    torch.testing.assert_close(_lead_mean(huge), cov.to(f64), rtol=0, atol=0)
+    per_step = torch.randn(7, 2, 2, dtype=torch.float32)
+    mixed = per_step.expand(5, 7, 2, 2)  # (series, time): shared across series, not across time
+    torch.testing.assert_close(_lead_mean(mixed), per_step.to(f64).mean(0), rtol=1e-15, atol=1e-15)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 8 * 16 * 3, None])
+def test_lead_mean_in_blocks_equals_the_mean_in_float64(chunk_bytes):
+    _, covs, _ = _data(n=9, T=20, S=4)
+    stacked = covs.to(torch.float32).transpose(0, 1).contiguous().transpose(0, 1)  # time-major storage, as the filter stacks it
+    assert not stacked.is_contiguous()
+    expected = stacked.to(f64).mean((0, 1))
+    torch.testing.assert_close(_lead_mean(stacked, chunk_bytes), expected, rtol=1e-14, atol=1e-14)

@@ -91,12 +91,12 @@ def _reduce_block(design, y, rows, columns, cross: bool, fill: bool, chunk_bytes
     width = y.shape[1] if columns is None else columns.numel()
 
     def pieces():
-        for rows in row_blocks((y.shape[0], width), 8, chunk_bytes):
-            values = y[rows]
+        for block in row_blocks((y.shape[0], width), 8, chunk_bytes):
+            values = y[block]
             values = (values if columns is None else values[:, columns]).to(torch.float64)
             if fill:  # NaN only where Q is zero: their rows drop out
                 values = torch.where(torch.isnan(values), torch.zeros((), dtype=values.dtype), values)
-            yield q[rows], values
+            yield q[block], values
 
     n_rows = design.shape[0] if rows is None else int(rows.sum())
     return _Block(columns, n_rows, factor, *_project(q, pieces, width, cross))

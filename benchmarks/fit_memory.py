@@ -102,11 +102,8 @@ def run_stage(stage: str, n_train: int, epochs: int, model_path: str) -> dict:
 
 
 def resident_mib() -> float:
-    """Resident memory of this process now (``VmRSS``), MiB; NaN without ``/proc``."""
-    try:
-        return int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) / 1024
-    except (OSError, IndexError):
-        return float("nan")
+    """Resident memory of this process now (Linux's ``VmRSS``), MiB."""
+    return int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) / 1024
 
 
 def reset_peak() -> bool:

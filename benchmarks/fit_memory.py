@@ -8,8 +8,8 @@ thing to the previous stage, so the table shows where the memory goes:
 * ``torch``: ``import torch``;
 * ``lightning``: ``import lightning.pytorch`` (the trainer ``LDMFilter.fit`` drives);
 * ``data``: the recipe's 800 training and 8 test sequences (``make_dotmotion('figure8')``);
-* ``estimator``: ``from ldmfilter import LDMFilter`` (with pandas and xarray, for the table inputs and
-  the ``DataArray.ldm`` accessor);
+* ``estimator``: ``from ldmfilter import LDMFilter`` (pandas and xarray are imported only when a table
+  comes in or goes out);
 * ``fit``: ``LDMFilter(random_state=0).fit`` with the paper's recipe (fresh pixel noise every epoch);
 * ``filter``: a separate process that loads the saved model (``ldmfilter.load``) and filters the test sequences
   (no trainer: ``ldmfilter`` imports Lightning only to fit);
@@ -47,7 +47,7 @@ STAGE_TITLES = {
     "torch": "+ `import torch`",
     "lightning": "+ `import lightning.pytorch`",
     "data": "+ the data (800 training and 8 test sequences of 100 frames, float32)",
-    "estimator": "+ `from ldmfilter import LDMFilter` (pandas, xarray)",
+    "estimator": "+ `from ldmfilter import LDMFilter`",
     "fit": "+ `LDMFilter().fit` (figure-8 recipe)",
     "filter": "a new process: `ldmfilter.load` and `filter` on the 8 test sequences",
 }

@@ -30,3 +30,34 @@ def test_training_layer_is_where_lightning_lives():
 def test_dask_and_zarr_wait_for_data_left_on_disk():
     """Only an out-of-core DataArray (already dask- or file-backed) brings them in, never the estimators."""
     assert not _loaded_after_import("ldmfilter.estimators") & {"dask", "zarr"}
+
+
+@pytest.mark.parametrize("module", ["ldmfilter.estimators", "ldmfilter.results", "ldmfilter.io"])
+def test_estimators_results_and_inputs_import_no_heavy_package_until_used(module):
+    """pandas and xarray are imported when a table comes in or goes out, Lightning by ``fit``."""
+    loaded = _loaded_after_import(module)
+    assert not loaded & set(HEAVY), f"importing {module} pulled in {sorted(loaded & set(HEAVY))}"
+
+
+def test_the_xarray_accessor_is_registered_when_xarray_comes_after_ldmfilter():
+    """``ldmfilter.estimators`` does not import xarray; ``DataArray.ldm`` appears once the user does."""
+    code = (
+        "import sys, ldmfilter\n"
+        "ldmfilter.LDMFilter\n"
+        "print('xarray' in sys.modules, 'pandas' in sys.modules)\n"
+        "import numpy as np, xarray as xr\n"
+        "da = xr.DataArray(np.zeros((4, 2)), dims=('time', 'feature'))\n"
+        "print(type(da.ldm).__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "LDMAccessor"]
+
+
+def test_the_xarray_accessor_is_registered_when_xarray_came_first():
+    code = (
+        "import numpy as np, xarray as xr, ldmfilter\n"
+        "ldmfilter.LDMFilter\n"
+        "print(type(xr.DataArray(np.zeros((4, 2)), dims=('time', 'feature')).ldm).__name__)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["LDMAccessor"]

@@ -1,6 +1,6 @@
 """Estimators with ``fit`` / ``filter`` / ``smooth`` / ``forecast``."""
 
-from .. import xarray_accessor as _xarray_accessor  # noqa: F401  (registers ``DataArray.ldm``)
+from ..xarray_accessor import register_when_imported
 from .base import StateSpaceEstimator
 from .kalman import KalmanFilter
 from .ldm import LDMFilter
@@ -8,6 +8,8 @@ from .nonlinear import ExtendedKalmanFilter, UnscentedKalmanFilter
 from .persistence import load_model
 from .projection import PCAProjection, RandomProjection
 from .stream import FilterStream, StreamBelief
+
+register_when_imported()  # ``DataArray.ldm``, now or once xarray is imported
 
 __all__ = [
     "StateSpaceEstimator",

@@ -15,9 +15,8 @@ import warnings
 import zipfile
 from pathlib import Path
 
-import pandas as pd
-
 from ..atomic import atomic_write
+from .lazy import pandas as pd
 
 __all__ = ["read_table", "write_result", "file_format", "FORMATS", "TIME_NAMES"]
 

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from .arrays import check_numeric
+from .lazy import loaded
+from .lazy import pandas as pd
 from .timegrid import time_grids
 
 __all__ = ["frame_values", "pandas_series", "is_pandas"]
 
 
 def is_pandas(X) -> bool:
-    return isinstance(X, (pd.DataFrame, pd.Series)) or (
-        isinstance(X, (list, tuple)) and len(X) > 0 and all(isinstance(x, (pd.DataFrame, pd.Series)) for x in X)
-    )
+    """Whether ``X`` is a DataFrame or Series, or a non-empty list of them (never imports pandas)."""
+    pandas = loaded("pandas")
+    if pandas is None:  # pandas was never imported: X holds none of its objects
+        return False
+    kinds = (pandas.DataFrame, pandas.Series)
+    return isinstance(X, kinds) or (isinstance(X, (list, tuple)) and len(X) > 0 and all(isinstance(x, kinds) for x in X))
 
 
 def frame_values(frame, name: str, feature_names: tuple | None) -> tuple[np.ndarray, tuple, pd.Index]:

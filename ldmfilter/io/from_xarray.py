@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from .arrays import check_numeric
+from .lazy import pandas as pd
 from .timegrid import TimeGrid, time_grids
 
 __all__ = ["is_xarray", "xarray_series", "xarray_dims", "xarray_labels", "XarrayLabels"]

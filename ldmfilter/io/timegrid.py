@@ -12,7 +12,8 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
+
+from .lazy import pandas as pd
 
 __all__ = ["TimeGrid", "time_grid", "time_grids", "parse_step", "MAX_GRID_EXPANSION"]
 

@@ -6,9 +6,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from ..io.layout import SeriesLayout
+from ..io.lazy import pandas as pd
 from .moments import GaussianMoments
 
 __all__ = ["FilterResult", "ForecastResult", "SPACES"]

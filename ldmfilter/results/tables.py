@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
+
+from ..io.lazy import pandas as pd
 
 __all__ = ["to_pandas", "to_xarray", "variable_names"]
 

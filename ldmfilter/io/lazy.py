@@ -1,0 +1,36 @@
+"""pandas and xarray, imported on first use: a process that only passes numpy arrays never loads them.
+
+``from .lazy import pandas as pd`` gives an object whose attributes are the module's, imported the
+first time one is read.  Code that only needs to know whether an input *is* a pandas or xarray
+object asks :func:`loaded` first: if the library was never imported, no object of it can exist.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from types import ModuleType
+
+__all__ = ["pandas", "xarray", "loaded"]
+
+
+class LazyModule:
+    """Stands for the module ``name``; importing it is deferred to the first attribute read."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attribute: str):
+        return getattr(importlib.import_module(self._name), attribute)
+
+    def __repr__(self) -> str:
+        return f"<lazily imported module {self._name!r}>"
+
+
+def loaded(name: str) -> ModuleType | None:
+    """The module ``name`` if it has been imported (by anyone), else None; never imports it."""
+    return sys.modules.get(name)
+
+
+pandas = LazyModule("pandas")
+xarray = LazyModule("xarray")

@@ -61,3 +61,16 @@ def test_the_xarray_accessor_is_registered_when_xarray_came_first():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["LDMAccessor"]
+
+
+def test_fitting_on_numpy_imports_neither_pandas_nor_xarray():
+    code = (
+        "import sys, numpy as np, ldmfilter\n"
+        "x = np.random.default_rng(0).normal(size=(4, 12, 3)).astype(np.float32)\n"
+        "ldmfilter.LDMFilter(state_dim=2, latent_dim=2, max_epochs=1, verbose=False).fit(x).forecast(x, 2)\n"
+        "ldmfilter.KalmanFilter(state_dim=2).fit(x).smooth(x)\n"
+        "print(sorted({name.split('.')[0] for name in sys.modules} & {'pandas', 'xarray'}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[-2] == "[]"

@@ -46,21 +46,33 @@ def _register(xarray) -> None:
 
 
 class _RegisterOnImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: when ``xarray`` is about to be imported, wraps its loader so that the
-    accessor is registered right after the package has run, then steps out of ``sys.meta_path``."""
+    """Finds nothing itself: it hands out xarray's own spec with the loader wrapped, so that the
+    accessor is registered right after the package has run; then it leaves ``sys.meta_path``.
+
+    It stays in place until xarray is really imported: libraries probe for xarray with
+    ``importlib.util.find_spec``, which asks this finder without running the module.
+    """
+
+    def __init__(self):
+        self._searching = False
 
     def find_spec(self, fullname, path, target=None):
-        if fullname != "xarray":
+        if fullname != "xarray" or self._searching:
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)  # the finders after this one (it has left sys.meta_path)
-        if spec is None or spec.loader is None:
+        self._searching = True
+        try:
+            spec = importlib.util.find_spec(fullname)  # the other finders (this one declines while searching)
+        finally:
+            self._searching = False
+        if spec is None or not hasattr(spec.loader, "exec_module"):
             return spec
         run = spec.loader.exec_module
 
         def exec_module(module):
             run(module)
             _register(module)
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
 
         spec.loader.exec_module = exec_module
         return spec

@@ -40,11 +40,13 @@ def test_estimators_results_and_inputs_import_no_heavy_package_until_used(module
 
 
 def test_the_xarray_accessor_is_registered_when_xarray_comes_after_ldmfilter():
-    """``ldmfilter.estimators`` does not import xarray; ``DataArray.ldm`` appears once the user does."""
+    """``ldmfilter.estimators`` does not import xarray; ``DataArray.ldm`` appears once the user does,
+    also after another library has probed for xarray without importing it."""
     code = (
-        "import sys, ldmfilter\n"
+        "import importlib.util, sys, ldmfilter\n"
         "ldmfilter.LDMFilter\n"
         "print('xarray' in sys.modules, 'pandas' in sys.modules)\n"
+        "assert importlib.util.find_spec('xarray') is not None  # a probe, as libraries make, imports nothing\n"
         "import numpy as np, xarray as xr\n"
         "da = xr.DataArray(np.zeros((4, 2)), dims=('time', 'feature'))\n"
         "print(type(da.ldm).__name__)\n"

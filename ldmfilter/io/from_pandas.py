@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .arrays import check_numeric
-from .lazy import loaded
-from .lazy import pandas as pd
+from .lazy import loaded, pandas as pd
 from .timegrid import time_grids
 
 __all__ = ["frame_values", "pandas_series", "is_pandas"]

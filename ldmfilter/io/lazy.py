@@ -1,8 +1,9 @@
-"""pandas and xarray, imported on first use: a process that only passes numpy arrays never loads them.
+"""pandas, imported on first use: a process that only passes numpy arrays never loads it.
 
 ``from .lazy import pandas as pd`` gives an object whose attributes are the module's, imported the
-first time one is read.  Code that only needs to know whether an input *is* a pandas or xarray
-object asks :func:`loaded` first: if the library was never imported, no object of it can exist.
+first time one is read (xarray is imported inside the functions that need it).  Code that only
+needs to know whether an input *is* a pandas object asks :func:`loaded` first: if pandas was never
+imported, no object of it can exist.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import importlib
 import sys
 from types import ModuleType
 
-__all__ = ["pandas", "xarray", "loaded"]
+__all__ = ["LazyModule", "pandas", "loaded"]
 
 
 class LazyModule:
@@ -33,4 +34,3 @@ def loaded(name: str) -> ModuleType | None:
 
 
 pandas = LazyModule("pandas")
-xarray = LazyModule("xarray")

@@ -8,6 +8,13 @@ import pytest
 HEAVY = ("lightning", "pandas", "xarray", "matplotlib", "dask", "zarr")
 
 
+def _run_python(code: str) -> list[str]:
+    """The lines ``code`` prints in a fresh interpreter; AssertionError with its stderr if it fails."""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.splitlines()
+
+
 def _loaded_after_import(module: str) -> set[str]:
     code = (
         f"import sys, {module}\n"
@@ -51,8 +58,7 @@ def test_the_xarray_accessor_is_registered_when_xarray_comes_after_ldmfilter():
         "da = xr.DataArray(np.zeros((4, 2)), dims=('time', 'feature'))\n"
         "print(type(da.ldm).__name__)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "False", "LDMAccessor"]
+    assert _run_python(code) == ["False False", "LDMAccessor"]
 
 
 def test_the_xarray_accessor_is_registered_when_xarray_came_first():
@@ -61,8 +67,7 @@ def test_the_xarray_accessor_is_registered_when_xarray_came_first():
         "ldmfilter.LDMFilter\n"
         "print(type(xr.DataArray(np.zeros((4, 2)), dims=('time', 'feature')).ldm).__name__)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["LDMAccessor"]
+    assert _run_python(code) == ["LDMAccessor"]
 
 
 def test_fitting_on_numpy_imports_neither_pandas_nor_xarray():
@@ -73,6 +78,4 @@ def test_fitting_on_numpy_imports_neither_pandas_nor_xarray():
         "ldmfilter.KalmanFilter(state_dim=2).fit(x).smooth(x)\n"
         "print(sorted({name.split('.')[0] for name in sys.modules} & {'pandas', 'xarray'}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split("\n")[-2] == "[]"
+    assert _run_python(code)[-1] == "[]"

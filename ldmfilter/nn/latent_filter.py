@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..gaussian import MOMENT_RULES, FilterResult, kalman_filter, nonlinear_filter, predictive_log_likelihood
+from ..gaussian.blocks import row_blocks
 from .dynamics import LinearDynamics
 
 __all__ = ["PredictiveOutput", "EncodesObservations", "LatentKalmanFilter", "fill_missing_frames", "check_latents",
@@ -130,14 +131,15 @@ class EncodesObservations(nn.Module):
         z : Tensor, shape (B, T, L)
         head_value : Tensor or None
         """
-        per_series = max(1, x[0].numel() * x.element_size())
-        count = max(1, x.shape[0] if torch.is_grad_enabled() else ENCODE_BLOCK_BYTES // per_series)
+        if torch.is_grad_enabled():
+            blocks = [slice(0, x.shape[0])]
+        else:
+            blocks = row_blocks(tuple(x.shape), x.element_size(), ENCODE_BLOCK_BYTES)
         latents, values = [], []
-        for start in range(0, x.shape[0], count):
-            block = slice(start, start + count)
+        for block in blocks:
             block_mask = None if mask is None else mask[block]
             inputs = self.prepare_input(x[block], block_mask)
-            latents.append(check_latents(self.encoder(inputs), inputs, block_mask, first_series=start))
+            latents.append(check_latents(self.encoder(inputs), inputs, block_mask, first_series=block.start))
             values.append(None if head is None else head(inputs))
         if len(latents) == 1:
             return latents[0], values[0]

@@ -60,8 +60,7 @@ def peak_mib() -> float:
     (a big one under pytest), so it is the fallback on systems without ``/proc``.
     """
     try:
-        status = Path("/proc/self/status").read_text()
-        return int(status.split("VmHWM:")[1].split()[0]) / 1024  # kB
+        return _status_mib("VmHWM")
     except (OSError, IndexError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 2**20)
 
@@ -103,7 +102,12 @@ def run_stage(stage: str, n_train: int, epochs: int, model_path: str) -> dict:
 
 def resident_mib() -> float:
     """Resident memory of this process now (Linux's ``VmRSS``), MiB."""
-    return int(Path("/proc/self/status").read_text().split("VmRSS:")[1].split()[0]) / 1024
+    return _status_mib("VmRSS")
+
+
+def _status_mib(field: str) -> float:
+    """A memory field of Linux's ``/proc/self/status`` (given in kB), MiB."""
+    return int(Path("/proc/self/status").read_text().split(f"{field}:")[1].split()[0]) / 1024
 
 
 def reset_peak() -> bool:

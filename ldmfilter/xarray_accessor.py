@@ -41,6 +41,7 @@ class LDMAccessor:
 
 
 def _register(xarray) -> None:
+    """Register ``LDMAccessor`` as ``DataArray.ldm`` on the imported ``xarray`` module, unless it already is."""
     if getattr(xarray.DataArray, "ldm", None) is not LDMAccessor:
         xarray.register_dataarray_accessor("ldm")(LDMAccessor)
 

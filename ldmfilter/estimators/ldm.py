@@ -121,6 +121,15 @@ class LDMFilter(StateSpaceEstimator):
     schedule : {"step", "linear", "cosine", "constant"}
     entropy_weight : float
         ``λ`` of the F_MI form.
+    multistep : int
+        Steps ahead the objective scores (Kalman predictor only).  1: the paper's one-step
+        objective.  ``K > 1`` adds the mean over ``k = 2, …, K`` of the same score for the
+        k-step predictions (the transition and its moment rule run from the filtered beliefs
+        without updates, as a forecast does), weighted like the one-step term
+        (:func:`~ldmfilter.training.objectives.multistep_loss`).  The one-step objective does
+        not see how errors of a learned transition add up over several steps, so its long
+        forecasts can be overconfident; this term trains ``K``-step forecasts to be calibrated
+        (``docs/nonlinear.md``).  Must be below the training window's length.
     window : int, "auto" or None
         Train on windows of this many steps; None: whole sequences; ``"auto"``: whole sequences
         when there are at least ``batch_size`` series, else overlapping windows of
@@ -165,6 +174,7 @@ class LDMFilter(StateSpaceEstimator):
         lr_multipliers: dict | None = None,
         schedule: str = "step",
         entropy_weight: float = 1.0,
+        multistep: int = 1,
         window: int | str | None = "auto",
         normalize: str = "auto",
         dtype: str = "float32",
@@ -180,6 +190,7 @@ class LDMFilter(StateSpaceEstimator):
         self.max_epochs, self.batch_size, self.learning_rate = max_epochs, batch_size, learning_rate
         self.weight_decay, self.lr_multipliers, self.schedule = weight_decay, lr_multipliers, schedule
         self.entropy_weight, self.window, self.normalize, self.dtype = entropy_weight, window, normalize, dtype
+        self.multistep = multistep
         self.random_state, self.num_threads = random_state, num_threads
         self.verbose, self.trainer_kwargs = verbose, trainer_kwargs
 
@@ -199,12 +210,14 @@ class LDMFilter(StateSpaceEstimator):
             raise ValueError(f"hidden must be positive integer widths, got {self.hidden!r}")
         if self.window is not None and self.window != "auto" and not _is_int(self.window):
             raise ValueError(f"window must be an integer, 'auto' or None, got {self.window!r}")
-        for name in ("max_epochs", "batch_size", "latent_dim", "state_dim"):
+        for name in ("max_epochs", "batch_size", "latent_dim", "state_dim", "multistep"):
             value = getattr(self, name)
             if name == "max_epochs" and value is None:
                 continue
             if not _is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.multistep > 1 and self.predictor != "kalman":
+            raise ValueError(f"multistep > 1 needs the Kalman predictor (a state belief to forecast), got predictor={self.predictor!r}")
         if self.predictor == "kalman" and self.latent_dim > self.state_dim:
             raise ValueError(f"latent_dim ({self.latent_dim}) cannot exceed state_dim ({self.state_dim})")
         for name in ("learning_rate", "weight_decay", "entropy_weight"):
@@ -440,6 +453,9 @@ class LDMFilter(StateSpaceEstimator):
             return self._to_tensor(vals, "epoch_data(epoch)"), torch.as_tensor(obs)
 
         window, stride, epochs = self._training_plan(shape[0], shape[1])
+        length = shape[1] if window is None else window
+        if self.multistep >= length:
+            raise ValueError(f"multistep ({self.multistep}) must be below the training window's length ({length} steps)")
         if on_disk:
             windows = DiskWindows(sequences.array.read_window, mask, window, stride, DTYPES[self.dtype], u)
             data = SequenceDataModule(None, batch_size=self.batch_size, seed=self.random_state, windows=windows)
@@ -463,6 +479,7 @@ class LDMFilter(StateSpaceEstimator):
             lr_multipliers=self.lr_multipliers,
             schedule=self.schedule,
             entropy_weight=self.entropy_weight,
+            multistep=self.multistep,
             probe=self._probe_data(probe, u is not None),
             seed=self.random_state,
             run={"data": list(shape), "windows": len(windows), "window": window,

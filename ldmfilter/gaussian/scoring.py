@@ -1,4 +1,4 @@
-"""Scoring observations under a filter's one-step-ahead predictive distributions."""
+"""Scoring observations under Gaussian state beliefs: a filter's one-step-ahead predictions, or any other."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from .linalg import cholesky
 from .steps import innovation_log_likelihood, mask_observation_model, predict_observation
 from .validation import check_matrix, check_observations, split_missing
 
-__all__ = ["predictive_log_likelihood"]
+__all__ = ["predictive_log_likelihood", "belief_log_likelihood"]
 
 
 def predictive_log_likelihood(targets, result: FilterResult, observation_matrix, observation_cov, mask=None) -> torch.Tensor:
@@ -37,28 +37,55 @@ def predictive_log_likelihood(targets, result: FilterResult, observation_matrix,
     """
     if not isinstance(result, FilterResult):
         raise TypeError(f"result must be a FilterResult, got {type(result).__name__}")
+    return belief_log_likelihood(
+        targets, result.predicted_mean, result.predicted_cov, observation_matrix, observation_cov, mask, result.shared_covariance
+    )
+
+
+def belief_log_likelihood(targets, mean, cov, observation_matrix, observation_cov, mask=None, shared_covariance: bool = False):
+    """``log N(y_t; H_t m_t, H_t P_t H_tᵀ + R_t)`` under state beliefs ``N(m_t, P_t)``, step by step.
+
+    :func:`predictive_log_likelihood` is this with a filter's one-step predictions; the
+    multi-step objective passes k-step predictions.
+
+    Parameters
+    ----------
+    targets : Tensor, shape (*batch, T, L)
+        NaN entries are missing and not scored.
+    mean : Tensor, shape (*batch, T, S)
+    cov : Tensor, shape (*batch, T, S, S)
+    observation_matrix : Tensor, shape (L, S) or (*batch, T, L, S)
+    observation_cov : Tensor, shape (L, L) or (*batch, T, L, L)
+    mask : Tensor of bool, shape (*batch, T) or (*batch, T, L), optional
+        True = scored.
+    shared_covariance : bool
+        ``cov`` is a broadcast view of one ``(T, S, S)`` array, the same for every series (then
+        the covariance algebra runs once when the masks agree).
+
+    Returns
+    -------
+    Tensor, shape (*batch, T)
+        Zero at steps with nothing to score.
+    """
     targets = check_observations(targets)
-    means = result.predicted_mean
-    batch_shape, steps, state_dim = tuple(means.shape[:-2]), means.shape[-2], means.shape[-1]
+    batch_shape, steps, state_dim = tuple(mean.shape[:-2]), mean.shape[-2], mean.shape[-1]
     if tuple(targets.shape[:-1]) != batch_shape + (steps,):
         raise ValueError(
-            f"targets must have shape {batch_shape + (steps,)} + (L,) to match the filter result, got {tuple(targets.shape)}"
+            f"targets must have shape {batch_shape + (steps,)} + (L,) to match the beliefs, got {tuple(targets.shape)}"
         )
     obs_dim = targets.shape[-1]
-    args = (steps, batch_shape, means.dtype, means.device)
+    args = (steps, batch_shape, mean.dtype, mean.device)
     H = check_matrix(observation_matrix, "observation_matrix", obs_dim, state_dim, *args)
     R = check_matrix(observation_cov, "observation_cov", obs_dim, obs_dim, *args)
     targets, observed = split_missing(targets, mask)
     flat = None if observed is None else observed.reshape(-1, steps, obs_dim)
-    shared = (
-        result.shared_covariance and H.ndim <= 3 and R.ndim <= 3 and (flat is None or bool((flat == flat[:1]).all()))
-    )
-    covs = result.predicted_cov[(0,) * len(batch_shape)] if shared else result.predicted_cov  # (T, S, S) if shared
+    shared = shared_covariance and H.ndim <= 3 and R.ndim <= 3 and (flat is None or bool((flat == flat[:1]).all()))
+    covs = cov[(0,) * len(batch_shape)] if shared else cov  # (T, S, S) if shared
     num_observed = obs_dim
     if observed is not None:
         pattern = flat[0] if shared else observed
         H, R = mask_observation_model(H, R, pattern)
         num_observed = pattern.sum(-1)
-    obs_mean, obs_cov = predict_observation(means, covs, H, R)
-    chol = cholesky(obs_cov, "predictive observation covariance H P⁻ Hᵀ + R")
+    obs_mean, obs_cov = predict_observation(mean, covs, H, R)
+    chol = cholesky(obs_cov, "predictive observation covariance H P Hᵀ + R")
     return innovation_log_likelihood(targets - obs_mean, chol, num_observed)

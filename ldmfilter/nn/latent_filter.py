@@ -8,12 +8,21 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..gaussian import MOMENT_RULES, FilterResult, kalman_filter, nonlinear_filter, predictive_log_likelihood
+from ..gaussian import (
+    MOMENT_RULES,
+    FilterResult,
+    belief_log_likelihood,
+    kalman_filter,
+    kalman_forecast,
+    nonlinear_filter,
+    nonlinear_forecast,
+    predictive_log_likelihood,
+)
 from ..gaussian.blocks import row_blocks
 from .dynamics import LinearDynamics
 
 __all__ = ["PredictiveOutput", "EncodesObservations", "LatentKalmanFilter", "fill_missing_frames", "check_latents",
-           "ENCODE_BLOCK_BYTES"]
+           "ahead_windows", "ENCODE_BLOCK_BYTES"]
 
 # without gradients, frames are standardised and encoded this many bytes of input at a time (whole series)
 ENCODE_BLOCK_BYTES = 16 * 2**20
@@ -38,6 +47,10 @@ class PredictiveOutput:
         The Kalman filter's beliefs over the state (None for predictors without one).
     observation_cov : Tensor or None
         ``R`` used, shape (L, L) or (B, T, L, L).
+    score_ahead : callable or None
+        ``score_ahead(targets, horizon)`` → (horizon − 1, B): for ``k = 2, …, horizon``, the sum over
+        steps of ``log N(targets_t; k-step prediction of step t)`` (None for predictors without a
+        state belief; see :meth:`LatentKalmanFilter.ahead_log_likelihood`).
     """
 
     latents: torch.Tensor
@@ -46,6 +59,7 @@ class PredictiveOutput:
     mask: torch.Tensor | None = None
     filtered: FilterResult | None = None
     observation_cov: torch.Tensor | None = None
+    score_ahead: Callable[[torch.Tensor, int], torch.Tensor] | None = None
 
     @property
     def features(self) -> torch.Tensor:
@@ -87,6 +101,23 @@ def check_latents(z: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None, f
         f"are far outside the range the model was trained on (largest standardised value {largest:.3g}) or its "
         "weights have diverged; rescale the inputs or use dtype='float64'"
     )
+
+
+def ahead_windows(values: torch.Tensor, horizon: int) -> torch.Tensor:
+    """``out[:, t, j] = values[:, t + 1 + j]``: the next ``horizon`` steps' entries from every step.
+
+    Parameters
+    ----------
+    values : Tensor, shape (B, T, D)
+    horizon : int
+
+    Returns
+    -------
+    Tensor, shape (B, T, horizon, D)
+        Zeros past the last step (predictions that are never scored).
+    """
+    padded = torch.cat([values[:, 1:], values.new_zeros(values.shape[:1] + (horizon,) + values.shape[2:])], 1)
+    return padded.unfold(1, horizon, 1).movedim(-1, 2)
 
 
 class EncodesObservations(nn.Module):
@@ -245,7 +276,61 @@ class LatentKalmanFilter(EncodesObservations):
         def score(targets: torch.Tensor) -> torch.Tensor:
             return predictive_log_likelihood(targets, result, D, R, mask=mask)
 
-        return PredictiveOutput(z, result.log_likelihood, score, mask, result, R)
+        def score_ahead(targets: torch.Tensor, horizon: int) -> torch.Tensor:
+            return self.ahead_log_likelihood(targets, result, R, horizon, mask, controls)
+
+        return PredictiveOutput(z, result.log_likelihood, score, mask, result, R, score_ahead)
+
+    def ahead_log_likelihood(self, targets, result: FilterResult, R, horizon: int, mask=None, controls=None) -> torch.Tensor:
+        """Log-densities of ``targets`` under the k-step predictions, ``k = 2, …, horizon``.
+
+        From the filtered belief at every step ``t`` the transition (its moment rule, for
+        nonlinear dynamics) predicts steps ``t + 1, …, t + horizon`` without updates, as
+        :meth:`~ldmfilter.estimators.LDMFilter.forecast` does; the k-step prediction of step
+        ``t + k`` scores ``targets[:, t + k]`` like the filter's one-step prediction does
+        (``N(D m, D P Dᵀ + R_{t+k})``, missing frames not scored).  Differentiable.
+
+        Parameters
+        ----------
+        targets : Tensor, shape (B, T, L)
+        result : FilterResult
+            The filter run over these series.
+        R : Tensor, shape (L, L) or (B, T, L, L)
+        horizon : int
+            At least 2.
+        mask : Tensor of bool, shape (B, T), optional
+        controls : Tensor, shape (B, T, U), optional
+            ``u_t`` acts on the transition into step ``t``.
+
+        Returns
+        -------
+        Tensor, shape (horizon − 1, B)
+            Row ``k − 2``: the sum over the steps ``k, …, T − 1`` of each series.
+        """
+        steps = targets.shape[1]
+        if horizon < 2 or horizon >= steps:
+            raise ValueError(f"horizon must be at least 2 and below the series length {steps}, got {horizon}")
+        dyn, D = self.dynamics, self.dynamics.observation_matrix
+        mean, cov = result.filtered_mean, result.filtered_cov
+        if result.shared_covariance:  # one (T, S, S) recursion for every series
+            cov = cov[0]
+        u = None if controls is None else ahead_windows(controls, horizon)  # (B, T, horizon, U)
+        if dyn.nonlinear:
+            ahead = nonlinear_forecast(mean, cov, dyn, dyn.transition_cov(), horizon, self.moments, transition_inputs=u)
+        else:
+            c = dyn.transition_offset() if controls is None else ahead_windows(dyn.transition_offset(controls), horizon)
+            ahead = kalman_forecast(mean, cov, dyn.transition_matrix(), dyn.transition_cov(), horizon, c)
+        sums = []
+        for k in range(2, horizon + 1):
+            kept = steps - k  # predictions from steps 0 … T−k−1 of steps k … T−1
+            k_cov = ahead.cov[..., :kept, k - 1, :, :]
+            shared = k_cov.ndim == 3
+            k_cov = k_cov.expand(mean.shape[:1] + k_cov.shape[-3:]) if shared else k_cov
+            k_R = R if R.ndim == 2 else R[:, k:]
+            k_mask = None if mask is None else mask[:, k:]
+            scores = belief_log_likelihood(targets[:, k:], ahead.mean[:, :kept, k - 1], k_cov, D, k_R, k_mask, shared)
+            sums.append(scores.sum(-1))
+        return torch.stack(sums)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by learning-rate group: encoder, predictor (dynamics, constant R), the residual

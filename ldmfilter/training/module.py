@@ -89,6 +89,7 @@ class LDMTrainingModule(L.LightningModule):
         lr_multipliers: dict | None = None,
         schedule: str = "step",
         entropy_weight: float = 1.0,
+        multistep: int = 1,
         max_radius: float = 1.02,
         probe: ProbeData | None = None,
         seed: int = 0,
@@ -97,6 +98,7 @@ class LDMTrainingModule(L.LightningModule):
         super().__init__()
         self.model = model
         self.objective, self.entropy_weight, self.max_radius = objective, float(entropy_weight), float(max_radius)
+        self.multistep = int(multistep)
         self.learning_rate, self.weight_decay, self.schedule = float(learning_rate), float(weight_decay), schedule
         self.lr_multipliers = {**DEFAULT_LR_MULTIPLIERS, **(lr_multipliers or {})}
         self.probe = probe
@@ -148,7 +150,8 @@ class LDMTrainingModule(L.LightningModule):
         inputs = {"controls": controls[0]} if controls else {}
         output = self.model(x, None if bool(mask.all()) else mask, **inputs)
         distributed = self.trainer.world_size > 1
-        loss = ldm_loss(output, self.objective, self.entropy_weight, self.generator, gather_batch if distributed else None)
+        loss = ldm_loss(output, self.objective, self.entropy_weight, self.generator, gather_batch if distributed else None,
+                        self.multistep)
         # the global batch's loss: the mean over processes of their (equal) slices' losses
         reported = self.trainer.strategy.reduce(loss.detach(), reduce_op="mean") if distributed else loss.detach()
         self.loss_history.append(float(reported))

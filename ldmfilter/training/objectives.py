@@ -9,7 +9,7 @@ import torch
 from ..nn.latent_filter import PredictiveOutput
 from .entropy import ENTROPY_ESTIMATORS, entropy
 
-__all__ = ["OBJECTIVES", "stop_gradient_loss", "entropy_bonus_loss", "ldm_loss"]
+__all__ = ["OBJECTIVES", "stop_gradient_loss", "entropy_bonus_loss", "multistep_loss", "ldm_loss"]
 
 OBJECTIVES = ("stopgrad",) + tuple(ENTROPY_ESTIMATORS)
 
@@ -66,14 +66,50 @@ def entropy_bonus_loss(
     return -output.log_likelihood.mean(0).sum() - weight * steps * bonus
 
 
-def ldm_loss(output: PredictiveOutput, objective: str = "stopgrad", entropy_weight: float = 1.0, generator=None, gather=None, **options):
-    """The named objective: ``"stopgrad"`` or an entropy estimator name (F_MI form).
+def multistep_loss(output: PredictiveOutput, horizon: int, detach_targets: bool) -> torch.Tensor:
+    """``(1 / (K − 1)) Σ_{k=2..K} −mean_batch Σ_t log N(z_t; k-step prediction of step t)``, ``K = horizon``.
+
+    The k-step predictions run the transition (and its moment rule) from the filtered beliefs
+    without updates, as a forecast does; each horizon is scored like the one-step term, and the
+    horizons are averaged so that together they weigh as much as the one-step term.  Targets are
+    detached for the stop-gradient objective.
+
+    Parameters
+    ----------
+    output : PredictiveOutput
+        Of a model with a state belief (``output.score_ahead`` set).
+    horizon : int
+        ``K ≥ 2``.
+    detach_targets : bool
+    """
+    if output.score_ahead is None:
+        raise ValueError("the multi-step objective needs a predictor with a state belief (the Kalman predictor)")
+    targets = output.latents.detach() if detach_targets else output.latents
+    return -output.score_ahead(targets, horizon).mean(-1).mean()
+
+
+def ldm_loss(
+    output: PredictiveOutput,
+    objective: str = "stopgrad",
+    entropy_weight: float = 1.0,
+    generator=None,
+    gather=None,
+    multistep: int = 1,
+    **options,
+):
+    """The named objective: ``"stopgrad"`` or an entropy estimator name (F_MI form), plus
+    :func:`multistep_loss` up to ``multistep`` steps ahead when ``multistep > 1``.
 
     ``gather`` (distributed training) is used by the entropy estimators only: the stop-gradient
-    loss is a mean over the batch, which DDP's gradient averaging makes the global batch's.
+    and multi-step losses are means over the batch, which DDP's gradient averaging makes the
+    global batch's.
     """
     if objective == "stopgrad":
-        return stop_gradient_loss(output)
-    if objective in ENTROPY_ESTIMATORS:
-        return entropy_bonus_loss(output, objective, entropy_weight, generator, gather, **options)
-    raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        loss = stop_gradient_loss(output)
+    elif objective in ENTROPY_ESTIMATORS:
+        loss = entropy_bonus_loss(output, objective, entropy_weight, generator, gather, **options)
+    else:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if multistep > 1:
+        loss = loss + multistep_loss(output, multistep, detach_targets=objective == "stopgrad")
+    return loss

@@ -29,12 +29,13 @@ Three parts, each writing its own section of ``benchmarks/results/nonlinear.md``
   one factor per horizon on the state forecast covariance, fitted to the validation targets by
   maximum likelihood; ``--calibrate likelihood coverage`` scores both that and the factors that
   give the validation targets' 90% intervals 90% coverage (``method="coverage"``), on the same
-  models.
+  models.  ``--multistep K`` trains every model of this part with ``LDMFilter(multistep=K)`` (the
+  objective also scores the 2- to K-step predictions); ``--lorenz-levels`` picks the noise levels.
 
     python benchmarks/nonlinear.py [--quick] [--parts cost wobbly forecast] [--seeds 0 1 2] [--no-write]
                                    [--wobbly-noise fixed|input] [--wobbly-clip C] [--wobbly-state-dim S]
                                    [--wobbly-schedule step|linear|cosine|constant] [--wobbly-lr-scale F]
-                                   [--calibrate [likelihood] [coverage]]
+                                   [--calibrate [likelihood] [coverage]] [--multistep K] [--lorenz-levels DB ...]
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ class Settings:
     dynamics_hidden: tuple = (64,)
     rules: tuple = RULES  # moment rules of the MLP predictor compared with the linear one
     calibrate: tuple = ()  # calibrate_forecast methods each model is also scored after (on validation sequences)
+    multistep: int = 1  # LDMFilter(multistep=...) of every forecast-part model: steps ahead the objective scores
 
 
 FULL = Settings()
@@ -377,7 +379,7 @@ def run_forecast_seed(settings: Settings, seed: int, log=print) -> dict:
             held_out = make_pendulum_video(settings.pendulum_test, 75, 24, seed=20_000 + seed)
             validation = (held_out.frames, held_out.targets)
         make = lambda extra: LDMFilter(**recipe, **extra, dynamics_hidden=settings.dynamics_hidden,  # noqa: E731
-                                       random_state=seed, verbose=False)
+                                       multistep=settings.multistep, random_state=seed, verbose=False)
         out[f"pendulum video, {recipe['max_epochs']} epochs"] = forecast_rows(
             make, (train.frames, train.targets), (test.frames, test.targets), settings.pendulum_origins, log, "pendulum",
             settings.rules, validation, settings.calibrate)
@@ -395,7 +397,7 @@ def run_forecast_seed(settings: Settings, seed: int, log=print) -> dict:
             x_val = lorenz_benchmark.simulate(lorenz_settings.n_test, lorenz_settings.steps, lorenz_settings, rng)
             validation = (x_val + r * rng.normal(size=x_val.shape), x_val)
         make = lambda extra: LDMFilter(**recipe, **extra, dynamics_hidden=settings.dynamics_hidden,  # noqa: E731
-                                       random_state=seed, verbose=False)
+                                       multistep=settings.multistep, random_state=seed, verbose=False)
         out[f"lorenz, 1/r² = {level:+.0f} dB"] = forecast_rows(make, (y_train, x_train), (y_test, x_test),
                                                                settings.lorenz_origins, log, f"lorenz {level:+.0f} dB",
                                                                settings.rules, validation, settings.calibrate)
@@ -420,7 +422,10 @@ def render_forecast(per_seed: dict, settings: Settings) -> str:
     lines = [
         " ".join(described) + " Each model filters the test sequence up to the origin and forecasts "
         f"{max(HORIZONS)} steps; the target read-out's Gaussian belief is scored. Seeds {seeds}. Residual MLP "
-        f"hidden {settings.dynamics_hidden}. NLL in nats per step (joint over target dims), CRPS averaged over dims; "
+        f"hidden {settings.dynamics_hidden}."
+        + (f" Every model trained with `multistep={settings.multistep}` (the objective also scores the 2- to "
+           f"{settings.multistep}-step predictions)." if settings.multistep > 1 else "")
+        + " NLL in nats per step (joint over target dims), CRPS averaged over dims; "
         "lower is better. Bold: best NLL per data set and horizon."
         + (" Rows “…, recalibrated”: the same model after `calibrate_forecast(X_val, "
            f"{max(HORIZONS)}, Y=targets_val)` on validation sequences drawn separately (as many as the test "
@@ -496,6 +501,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--forecast-data", nargs="+", choices=("pendulum", "lorenz"), help="data sets of the forecast part")
     parser.add_argument("--pendulum-epochs", type=int, help="epochs of every pendulum model (default: the recipe's 2)")
     parser.add_argument("--rules", nargs="+", choices=RULES, help="moment rules of the MLP predictor (default: all)")
+    parser.add_argument("--lorenz-levels", type=float, nargs="+", help="forecast part: Lorenz noise levels in dB (default 0 20)")
+    parser.add_argument("--multistep", type=int, default=1,
+                        help="forecast part: train every model with LDMFilter(multistep=K) (default 1, the one-step objective)")
     parser.add_argument("--calibrate", nargs="*", choices=CALIBRATION_METHODS,
                         help="forecast part: also score each model after calibrate_forecast on validation sequences "
                         "with these methods (default: likelihood)")
@@ -516,6 +524,9 @@ def main(argv=None) -> dict:
         settings = replace(settings, pendulum_epochs=args.pendulum_epochs)
     if args.rules:
         settings = replace(settings, rules=tuple(args.rules))
+    if args.lorenz_levels:
+        settings = replace(settings, lorenz_levels=tuple(args.lorenz_levels))
+    settings = replace(settings, multistep=args.multistep)
     if args.calibrate is not None:
         settings = replace(settings, calibrate=tuple(dict.fromkeys(args.calibrate or ["likelihood"])))
     torch.set_num_threads(1)
@@ -535,10 +546,13 @@ def main(argv=None) -> dict:
             + (f", {settings.wobbly_activation} residual units" if settings.wobbly_activation != "tanh" else "")
             + (", MLP read-out" if settings.wobbly_mlp_readout else "")
             + (f", learning rate ×{settings.wobbly_lr_scale:g}" if settings.wobbly_lr_scale != 1 else ""),
-            "forecast": "forecast" if args.forecast_data is None and args.pendulum_epochs is None
+            "forecast": "forecast" if (args.forecast_data is None and args.pendulum_epochs is None and not args.lorenz_levels
+                                       and settings.multistep == 1)
             else f"forecast, {' and '.join(settings.forecast_data)}" + (
                 f" (pendulum models at {settings.pendulum_epochs} epochs)" if args.pendulum_epochs else "") + (
                 f", rules: {', '.join(settings.rules)}" if args.rules else "")
+            + (f", Lorenz at {', '.join(f'{v:+g} dB' for v in settings.lorenz_levels)}" if args.lorenz_levels else "")
+            + (f", multistep {settings.multistep}" if settings.multistep > 1 else "")
             + (", recalibrated" if settings.calibrate else "")
             + (" (likelihood and coverage)" if len(settings.calibrate) > 1 else
                " (coverage)" if settings.calibrate == ("coverage",) else ""),

@@ -213,6 +213,7 @@ def _fit(args) -> int:
         noise=args.noise,
         dynamics=args.dynamics,
         moments=args.moments,
+        multistep=args.multistep,
         max_epochs=args.epochs,
         batch_size=args.batch_size,
         window=args.window,
@@ -317,7 +318,7 @@ def _info(args) -> int:
     model = load(args.model)
     print(f"model file: {args.model}")
     print(f"observation shape: {model.obs_shape_}")
-    for name in ("state_dim", "latent_dim", "encoder", "noise", "objective", "predictor", "dynamics", "moments", "dtype"):
+    for name in ("state_dim", "latent_dim", "encoder", "noise", "objective", "predictor", "dynamics", "moments", "multistep", "dtype"):
         print(f"{name}: {getattr(model, name)}")
     print(f"parameters: {sum(p.numel() for p in model.model_.parameters())}")
     schema = model.schema_
@@ -407,6 +408,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="moment rule of --dynamics mlp (default linearize)",
     )
     fit.add_argument("--controls", nargs="+", metavar="COL", help="channels of DATA that are control inputs of the transition")
+    fit.add_argument("--multistep", type=_positive_int, default=1, metavar="K",
+                     help="the objective also scores the 2- to K-step predictions (default 1: one step)")
     fit.add_argument("--epochs", type=_positive_int, default=20, metavar="N", help="training epochs (default 20)")
     fit.add_argument("--batch-size", type=_positive_int, default=8, metavar="N", help="sequences (windows) per batch (default 8)")
     fit.add_argument("--window", type=_positive_int, metavar="STEPS", help="train on windows of this many steps (default: whole series)")

@@ -245,12 +245,12 @@ def test_controls_and_mlp_dynamics_through_the_command_line(tmp_path):
     table["heat"] = np.random.default_rng(3).normal(size=len(table))
     table.to_csv(tmp_path / "sensors.csv", index=False)
     status, out, err = run(["fit", tmp_path / "sensors.csv", "--series-col", "site", "--controls", "heat",
-                            "--targets", "pos", "--dynamics", "mlp", "--moments", "cubature",
+                            "--targets", "pos", "--dynamics", "mlp", "--moments", "cubature", "--multistep", "3",
                             "--model", tmp_path / "m.ldm", *TINY])
     assert status == 0, err
     assert "channels:        3 (u, v, w)" in out and "controls:        heat" in out and "dynamics=mlp (cubature)" in out
     status, out, err = run(["info", tmp_path / "m.ldm"])
-    assert "dynamics: mlp" in out and "moments: cubature" in out and "controls: heat" in out
+    assert "dynamics: mlp" in out and "moments: cubature" in out and "controls: heat" in out and "multistep: 3" in out
     status, out, err = run(["filter", tmp_path / "sensors.csv", "--series-col", "site", "--model", tmp_path / "m.ldm",
                             "--out", tmp_path / "f.csv"])
     assert status == 0, err

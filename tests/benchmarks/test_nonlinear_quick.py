@@ -131,3 +131,21 @@ def test_wobbly_mlp_readout_option_adds_a_column_for_the_kalman_models(load_benc
     assert "| MLP read-out R² |" in text and "| — |" in text
     y = np.array([[0.0, 1.0], [1.0, 3.0], [2.0, 2.0]])
     assert module.r2_score(y, y) == 1.0 and module.r2_score(y, np.broadcast_to(y.mean(0), y.shape)) == 0.0
+
+
+def test_multistep_and_lorenz_levels_options_reach_every_forecast_model(load_benchmark, monkeypatch):
+    module = load_benchmark("nonlinear")
+    built = []
+
+    def recording(**kwargs):
+        built.append(kwargs["multistep"])
+        return module_ldm(**kwargs)
+
+    module_ldm = module.LDMFilter
+    monkeypatch.setattr(module, "LDMFilter", recording)
+    results = module.main(["--quick", "--parts", "forecast", "--forecast-data", "lorenz", "--rules", "linearize",
+                           "--seeds", "0", "--lorenz-levels", "20", "--multistep", "3", "--no-write"])
+    assert list(results["forecast"][0]) == ["lorenz, 1/r² = +20 dB"]
+    assert built == [3, 3]  # the linear and the MLP predictor
+    text = module.render_forecast(results["forecast"], replace(module.QUICK, multistep=3))
+    assert "`multistep=3`" in text and "2- to 3-step predictions" in text

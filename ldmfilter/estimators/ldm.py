@@ -128,8 +128,9 @@ class LDMFilter(StateSpaceEstimator):
         without updates, as a forecast does), weighted like the one-step term
         (:func:`~ldmfilter.training.objectives.multistep_loss`).  The one-step objective does
         not see how errors of a learned transition add up over several steps, so its long
-        forecasts can be overconfident; this term trains ``K``-step forecasts to be calibrated
-        (``docs/nonlinear.md``).  Must be below the training window's length.
+        forecasts can be overconfident; this term lets training see them.  It can leave the
+        intervals too wide instead (one ``Q`` serves every horizon; measured effects in
+        ``docs/nonlinear.md``).  Must be below the training window's length.
     window : int, "auto" or None
         Train on windows of this many steps; None: whole sequences; ``"auto"``: whole sequences
         when there are at least ``batch_size`` series, else overlapping windows of

@@ -61,6 +61,8 @@ class LDMTrainingModule(L.LightningModule):
         See :func:`~ldmfilter.training.schedules.make_schedule`.
     entropy_weight : float
         ``λ`` of the F_MI form.
+    multistep : int
+        Steps ahead the objective scores (:func:`~ldmfilter.training.objectives.ldm_loss`).
     max_radius : float
         Spectral-radius bound of the transition, enforced after every optimiser step.
     probe : ProbeData, optional

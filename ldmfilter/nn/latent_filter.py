@@ -288,7 +288,9 @@ class LatentKalmanFilter(EncodesObservations):
         nonlinear dynamics) predicts steps ``t + 1, …, t + horizon`` without updates, as
         :meth:`~ldmfilter.estimators.LDMFilter.forecast` does; the k-step prediction of step
         ``t + k`` scores ``targets[:, t + k]`` like the filter's one-step prediction does
-        (``N(D m, D P Dᵀ + R_{t+k})``, missing frames not scored).  Differentiable.
+        (``N(D m, D P Dᵀ + R_{t+k})``, missing frames not scored).  The first of those steps is
+        the filter's own prediction of step ``t + 1``, so the forecasts start from
+        ``result``'s predicted beliefs.  Differentiable.
 
         Parameters
         ----------
@@ -311,24 +313,25 @@ class LatentKalmanFilter(EncodesObservations):
         if horizon < 2 or horizon >= steps:
             raise ValueError(f"horizon must be at least 2 and below the series length {steps}, got {horizon}")
         dyn, D = self.dynamics, self.dynamics.observation_matrix
-        mean, cov = result.filtered_mean, result.filtered_cov
-        if result.shared_covariance:  # one (T, S, S) recursion for every series
-            cov = cov[0]
-        u = None if controls is None else ahead_windows(controls, horizon)  # (B, T, horizon, U)
+        # the filter's one-step predictions of steps 1 … T−1 are the forecasts' first step
+        mean, cov = result.predicted_mean[:, 1:], result.predicted_cov
+        cov = cov[0, 1:] if result.shared_covariance else cov[:, 1:]  # shared: one (T−1, S, S) recursion
+        further = horizon - 1  # steps forecast beyond those predictions
+        u = None if controls is None else ahead_windows(controls, further)[:, 1:]  # (B, T−1, horizon−1, U)
         if dyn.nonlinear:
-            ahead = nonlinear_forecast(mean, cov, dyn, dyn.transition_cov(), horizon, self.moments, transition_inputs=u)
+            ahead = nonlinear_forecast(mean, cov, dyn, dyn.transition_cov(), further, self.moments, transition_inputs=u)
         else:
-            c = dyn.transition_offset() if controls is None else ahead_windows(dyn.transition_offset(controls), horizon)
-            ahead = kalman_forecast(mean, cov, dyn.transition_matrix(), dyn.transition_cov(), horizon, c)
+            c = dyn.transition_offset() if controls is None else ahead_windows(dyn.transition_offset(controls), further)[:, 1:]
+            ahead = kalman_forecast(mean, cov, dyn.transition_matrix(), dyn.transition_cov(), further, c)
         sums = []
         for k in range(2, horizon + 1):
-            kept = steps - k  # predictions from steps 0 … T−k−1 of steps k … T−1
-            k_cov = ahead.cov[..., :kept, k - 1, :, :]
+            kept = steps - k  # from steps 0 … T−k−1 (forecast entry k−2 of predictions 1 … T−k) to steps k … T−1
+            k_cov = ahead.cov[..., :kept, k - 2, :, :]
             shared = k_cov.ndim == 3
             k_cov = k_cov.expand(mean.shape[:1] + k_cov.shape[-3:]) if shared else k_cov
             k_R = R if R.ndim == 2 else R[:, k:]
             k_mask = None if mask is None else mask[:, k:]
-            scores = belief_log_likelihood(targets[:, k:], ahead.mean[:, :kept, k - 1], k_cov, D, k_R, k_mask, shared)
+            scores = belief_log_likelihood(targets[:, k:], ahead.mean[:, :kept, k - 2], k_cov, D, k_R, k_mask, shared)
             sums.append(scores.sum(-1))
         return torch.stack(sums)
 

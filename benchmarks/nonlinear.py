@@ -16,7 +16,9 @@ Three parts, each writing its own section of ``benchmarks/results/nonlinear.md``
   (``fit_readout``); the RNN predictor has no state belief, so its row uses the linear probe
   with the probe's residual covariance as a constant Gaussian (the best it offers).
   ``--wobbly-noise input`` gives the Kalman models a noise head (input-dependent ``R_t``), which
-  can tell frames with the blob clamped to the image border from informative ones;
+  can tell frames with the blob clamped to the image border from informative ones, and
+  ``--wobbly-noise input_full`` one with a full (correlated) ``R_t``, which can discount one image
+  axis however the latents are oriented;
   ``--wobbly-clip C`` clips their gradient norm at ``C``; ``--wobbly-state-dim S`` and
   ``--wobbly-schedule NAME`` set their state dimension (default 4) and learning-rate schedule
   (default the paper's ``"step"``), ``--wobbly-lr-scale F`` their learning rates (``F`` times the
@@ -82,7 +84,7 @@ class Settings:
     wobbly_train: int = 2000
     wobbly_test: int = 100
     wobbly_epochs: int = 5
-    wobbly_noise: str = "fixed"  # R of the Kalman models: "fixed" (the paper's) or "input" (a noise head)
+    wobbly_noise: str = "fixed"  # R of the Kalman models: "fixed" (the paper's), "input" or "input_full" (noise heads)
     wobbly_clip: float | None = None  # gradient-norm clipping of the Kalman models (Lightning's gradient_clip_val)
     wobbly_state_dim: int = 4  # S of the Kalman models
     wobbly_schedule: str = "step"  # learning-rate schedule of the Kalman models
@@ -190,6 +192,13 @@ def render_cost(out: dict, settings: Settings) -> str:
 
 
 WOBBLY_PREDICTORS = ("linear", "mlp", "rnn")
+WOBBLY_NOISE_TEXT = {  # the Kalman models' observation noise (--wobbly-noise): how the section describes it
+    "fixed": "the paper's fixed `R = exp(s)·I`",
+    "input": "the noise head `R_t = exp(s)·diag(softplus(g(x_t)) + floor)` (`noise='input'`)",
+    "input_full": "the correlated noise head `R_t = exp(s)·(F_t F_tᵀ + floor·I)`, `F_t` lower triangular from "
+                  "`g(x_t)` (`noise='input_full'`)",
+}
+WOBBLY_NOISE_ROW = {"fixed": "", "input": ", input-dependent R", "input_full": ", input-dependent full R"}  # in row names
 
 
 def wobbly_models(settings: Settings, seed: int, epochs: int, predictors=WOBBLY_PREDICTORS) -> dict:
@@ -200,7 +209,7 @@ def wobbly_models(settings: Settings, seed: int, epochs: int, predictors=WOBBLY_
                   learning_rate=settings.wobbly_lr_scale * PAPER_LEARNING_RATE)
     if settings.wobbly_clip is not None:
         kalman["trainer_kwargs"] = {"gradient_clip_val": settings.wobbly_clip}
-    r_form = f"S={settings.wobbly_state_dim}" + (", input-dependent R" if settings.wobbly_noise == "input" else "") + (
+    r_form = f"S={settings.wobbly_state_dim}" + WOBBLY_NOISE_ROW[settings.wobbly_noise] + (
         f", gradients clipped at {settings.wobbly_clip:g}" if settings.wobbly_clip is not None else "") + (
         f", {settings.wobbly_schedule} schedule" if settings.wobbly_schedule != "step" else "") + (
         f", learning rate ×{settings.wobbly_lr_scale:g}" if settings.wobbly_lr_scale != 1 else "")
@@ -282,8 +291,7 @@ def render_wobbly(per_seed: dict, settings: Settings) -> str:
         "MLP 10×200, batch 8, the paper's learning rates"
         + (f" (Kalman models: ×{settings.wobbly_lr_scale:g} those, every group alike)" if settings.wobbly_lr_scale != 1 else "")
         + "; Kalman models: "
-        + ("the noise head `R_t = exp(s)·diag(softplus(g(x_t)) + floor)` (`noise='input'`)" if settings.wobbly_noise == "input"
-           else "the paper's fixed `R = exp(s)·I`")
+        + WOBBLY_NOISE_TEXT[settings.wobbly_noise]
         + (f", gradient norm clipped at {settings.wobbly_clip:g} (`trainer_kwargs={{'gradient_clip_val': {settings.wobbly_clip:g}}}`)"
            if settings.wobbly_clip is not None else "")
         + (f", state dimension S = {settings.wobbly_state_dim}" if settings.wobbly_state_dim != 4 else "")
@@ -484,7 +492,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--wobbly-train", type=int, help="training sequences of the wobbly part (default 2000)")
     parser.add_argument("--wobbly-epochs", type=int, help="epochs of the wobbly part (default 5)")
     parser.add_argument("--wobbly-predictors", nargs="+", choices=WOBBLY_PREDICTORS, default=list(WOBBLY_PREDICTORS))
-    parser.add_argument("--wobbly-noise", choices=("fixed", "input"), default="fixed",
+    parser.add_argument("--wobbly-noise", choices=sorted(WOBBLY_NOISE_TEXT), default="fixed",
                         help="observation noise of the Kalman models in the wobbly part (default: the paper's fixed R)")
     parser.add_argument("--wobbly-clip", type=float, help="clip the Kalman models' gradient norm at this value (default: no clipping)")
     parser.add_argument("--wobbly-state-dim", type=int, default=4, help="state dimension S of the Kalman models (default 4)")
@@ -539,7 +547,7 @@ def main(argv=None) -> dict:
             "cost": "cost" + (f", rules: {', '.join(settings.rules)}" if args.rules else "")
             + (f", residual units: {', '.join(settings.cost_activations)}" if settings.cost_activations != ("tanh",) else ""),
             "wobbly": f"wobbly, {settings.wobbly_train} sequences × {settings.wobbly_epochs} epochs"
-            + (", Kalman models with input-dependent R" if settings.wobbly_noise == "input" else "")
+            + (f", Kalman models with{WOBBLY_NOISE_ROW[settings.wobbly_noise][1:]}" if settings.wobbly_noise != "fixed" else "")
             + (f", gradients clipped at {settings.wobbly_clip:g}" if settings.wobbly_clip is not None else "")
             + (f", S={settings.wobbly_state_dim}" if settings.wobbly_state_dim != 4 else "")
             + (f", {settings.wobbly_schedule} schedule" if settings.wobbly_schedule != "step" else "")

@@ -45,6 +45,14 @@ class LearnedDiagonalNoise(nn.Module):
 class InputDependentNoise(nn.Module):
     """Heteroscedastic ``R_t = exp(s) · diag(softplus(g_ψ(x_t)) + floor)``, a noise head on the input.
 
+    With ``correlated=True`` the head also gives ``R_t`` its orientation: ``R_t = exp(s) · (F_t F_tᵀ
+    + floor · I)`` with ``F_t`` lower triangular, diagonal ``sqrt(softplus(·))`` and free entries
+    below it, all from ``g_ψ(x_t)`` (``L (L + 1) / 2`` outputs).  With those entries at zero it is
+    the diagonal head.  A diagonal ``R_t`` can only discount a frame along the latent axes; when
+    what a frame fails to show is a direction of the state that the learned latents do not align
+    with (a blob clamped to one image edge tells one image axis and not the other), the correlated
+    head can still say so.
+
     The head gives each frame's noise *relative* to the dynamics' shared log-scale ``s``, which
     also scales ``Q`` (as the constant noise models do).  The paper's absolute head
     (``R_t = diag(softplus(g_ψ(x_t)) + floor)``, ``scale_tied=False``) lets training trade the
@@ -63,34 +71,48 @@ class InputDependentNoise(nn.Module):
         Smallest relative variance, keeps ``R_t`` positive definite.
     scale_tied : bool
         Multiply by ``exp(s)`` (default); False: the paper's absolute head.
+    correlated : bool
+        Full ``R_t`` (``L (L + 1) / 2`` outputs) instead of a diagonal one (``L`` outputs).
     """
 
     input_dependent = True
 
-    def __init__(self, obs_shape, latent_dim: int, hidden=(100,), floor: float = 1e-4, scale_tied: bool = True):
+    def __init__(self, obs_shape, latent_dim: int, hidden=(100,), floor: float = 1e-4, scale_tied: bool = True,
+                 correlated: bool = False):
         super().__init__()
         self.obs_shape = tuple(obs_shape)
         self.floor = float(floor)
         self.scale_tied = bool(scale_tied)
-        self.net = make_mlp(math.prod(self.obs_shape), tuple(hidden), latent_dim)
+        self.correlated = bool(correlated)
+        self.latent_dim = int(latent_dim)
+        outputs = self.latent_dim * (self.latent_dim + 1) // 2 if self.correlated else self.latent_dim
+        self.net = make_mlp(math.prod(self.obs_shape), tuple(hidden), outputs)
 
     def forward(self, x: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
         """Return R_t of shape (*lead, L, L) for ``x`` of shape (*lead, *obs_shape)."""
         lead = x.shape[: x.ndim - len(self.obs_shape)]
-        variance = F.softplus(self.net(x.reshape(lead + (-1,)))) + self.floor
-        if self.scale_tied:
-            variance = torch.exp(log_scale) * variance
-        return torch.diag_embed(variance)
+        out = self.net(x.reshape(lead + (-1,)))
+        L = self.latent_dim
+        if self.correlated:
+            rows, cols = torch.tril_indices(L, L, -1, device=out.device)
+            factor = torch.diag_embed(F.softplus(out[..., :L]).sqrt())
+            factor[..., rows, cols] = out[..., L:]  # a fresh tensor: the assignment keeps the graph
+            eye = torch.eye(L, dtype=out.dtype, device=out.device)
+            cov = factor @ factor.mT + self.floor * eye
+        else:
+            cov = torch.diag_embed(F.softplus(out) + self.floor)
+        return torch.exp(log_scale)[..., None, None] * cov if self.scale_tied else cov
 
 
-NOISE_KINDS = ("fixed", "learned", "input", "input_absolute")
+NOISE_KINDS = ("fixed", "learned", "input", "input_absolute", "input_full")
 
 
 def make_noise(kind: str, obs_shape, latent_dim: int, hidden=(100,)) -> nn.Module:
     """Build the noise model named by ``kind`` (one of ``NOISE_KINDS``).
 
     ``"input"``: :class:`InputDependentNoise` relative to the shared scale; ``"input_absolute"``:
-    the same head giving ``R_t`` itself (the paper's).
+    the same head giving ``R_t`` itself (the paper's); ``"input_full"``: the head relative to the
+    shared scale with a full (correlated) ``R_t``.
     """
     if kind == "fixed":
         return ScaledIdentityNoise(latent_dim)
@@ -100,4 +122,6 @@ def make_noise(kind: str, obs_shape, latent_dim: int, hidden=(100,)) -> nn.Modul
         return InputDependentNoise(obs_shape, latent_dim, hidden)
     if kind == "input_absolute":
         return InputDependentNoise(obs_shape, latent_dim, hidden, scale_tied=False)
+    if kind == "input_full":
+        return InputDependentNoise(obs_shape, latent_dim, hidden, correlated=True)
     raise ValueError(f"noise must be one of {list(NOISE_KINDS)}, got {kind!r}")

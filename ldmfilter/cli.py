@@ -401,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--latent-dim", type=_positive_int, default=5, metavar="L", help="encoder output dimension L ≤ S (default 5)")
     fit.add_argument("--encoder", choices=("mlp", "conv"), default="mlp", help="mlp (any data) or conv (video frames)")
     fit.add_argument("--hidden", type=_positive_int, nargs="+", metavar="N", help="hidden widths of the MLP encoder (default 100)")
-    fit.add_argument("--noise", choices=("fixed", "learned", "input", "input_absolute"), default="fixed", help="pseudo-observation noise (default fixed)")
+    fit.add_argument("--noise", choices=("fixed", "learned", "input", "input_absolute", "input_full"), default="fixed", help="pseudo-observation noise (default fixed)")
     fit.add_argument("--dynamics", choices=("linear", "mlp"), default="linear", help="transition: linear, or linear + a bounded MLP (default linear)")
     fit.add_argument(
         "--moments", choices=("linearize", "unscented", "cubature"), default="linearize",

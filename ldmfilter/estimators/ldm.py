@@ -83,11 +83,11 @@ class LDMFilter(StateSpaceEstimator):
         ``(C, H, W)`` frames.
     hidden : tuple of int
         Hidden widths of the MLP encoder (and of the noise head).
-    noise : {"fixed", "learned", "input", "input_absolute"}
+    noise : {"fixed", "learned", "input", "input_absolute", "input_full"}
         Pseudo-observation noise ``R``: ``exp(s) I``, ``exp(s) diag(exp(r))``, or input-dependent
         ``exp(s) diag(g(x_t))`` (a noise head on the frame; ``s`` is also the scale of ``Q``), or
-        the paper's absolute head ``diag(g(x_t))`` (see :class:`~ldmfilter.nn.InputDependentNoise`
-        for when each did better).
+        the paper's absolute head ``diag(g(x_t))``, or a full (correlated) ``exp(s) R(x_t)`` (see
+        :class:`~ldmfilter.nn.InputDependentNoise` for when each did better).
     objective : {"stopgrad", "knn", "kde", "logdet"}
         Stop-gradient predictive loss, or the F_MI form with that entropy estimator.
     predictor : {"kalman", "rnn"}
@@ -603,8 +603,9 @@ class LDMFilter(StateSpaceEstimator):
     def noise_variance(self, X) -> np.ndarray:
         """Pseudo-observation noise variances ``diag(R_t)`` at every row of ``X``: (…, T, latent_dim).
 
-        Constant over time unless ``noise="input"`` or ``"input_absolute"``, where ``R_t`` tracks
-        how informative each frame is.
+        Constant over time unless the noise is input-dependent (``noise="input"``, ``"input_absolute"``
+        or ``"input_full"``), where ``R_t`` tracks how informative each frame is.  With
+        ``"input_full"`` these are the diagonal of a full ``R_t``.
         """
         self._check_kalman("noise_variance")
         sequences, x, mask = self._prepare(X)

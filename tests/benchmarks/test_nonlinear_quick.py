@@ -37,11 +37,15 @@ def test_rules_option_restricts_the_mlp_rows(load_benchmark):
 
 def test_wobbly_noise_option_reaches_only_the_kalman_models(load_benchmark):
     module = load_benchmark("nonlinear")
-    for noise in ("fixed", "input"):
+    for noise in ("fixed", "input", "input_full"):
         models = module.wobbly_models(replace(module.QUICK, wobbly_noise=noise), seed=0, epochs=1)
         kalman = {name: model for name, model in models.items() if model.predictor != "rnn"}
         assert len(kalman) == 2 and all(model.noise == noise for model in kalman.values())
         assert all(("input-dependent R" in name) == (noise == "input") for name in kalman)
+        assert all(("input-dependent full R" in name) == (noise == "input_full") for name in kalman)
+        assert module.WOBBLY_NOISE_TEXT[noise] in module.render_wobbly(
+            {0: {name: {"r2": 0.9, "r2_mlp": None, "coverage": 0.9, "nll": 1.0, "fit_s": 1.0, "steps_per_s": 1.0}
+                 for name in models}}, replace(module.QUICK, wobbly_noise=noise))
 
 
 def test_wobbly_clip_option_reaches_only_the_kalman_models(load_benchmark):

@@ -246,14 +246,17 @@ def test_objectives_fit_one_epoch(data, objective):
     assert np.isfinite(model.filter(X).mean).all()
 
 
-def test_input_dependent_noise_fits(data):
+@pytest.mark.parametrize("noise", ["input", "input_full"])
+def test_input_dependent_noise_fits(data, noise):
     X = data[0].flat_frames()[:16]
-    model = tiny(noise="input").fit(X)
+    model = tiny(noise=noise).fit(X)
     assert np.isfinite(model.loss_history_).all()
     f = model.filter(X)
     assert f.mean.shape == (16, T, 4) and np.isfinite(f.cov).all()
     # per-series covariances now differ (R_t depends on the frame)
     assert not np.allclose(f.cov[0], f.cov[1])
+    variance = model.noise_variance(X)  # the diagonal of R_t, positive
+    assert variance.shape == (16, T, 2) and np.all(variance > 0)
 
 
 def test_input_dependent_noise_tracks_the_frames_noise_level():

@@ -19,7 +19,8 @@ def fitted():
     return model, data.frames
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"noise": "input", "state_dim": 4, "latent_dim": 2}])
+@pytest.mark.parametrize("kwargs", [{}, {"noise": "input", "state_dim": 4, "latent_dim": 2},
+                                    {"noise": "input_full", "state_dim": 4, "latent_dim": 2}])
 def test_round_trip_reproduces_filter_exactly(tmp_path, kwargs):
     data = make_dotmotion("figure8", 12, T=20, seed=1)
     model = ldmfilter.LDMFilter(max_epochs=1, verbose=False, **kwargs).fit(data.frames)

@@ -98,12 +98,15 @@ def test_forward_uses_prior_and_update_at_first_step():
     torch.testing.assert_close(out.filtered.predicted_mean[:, 0], torch.zeros(3, 4, dtype=DT))
 
 
-def test_forward_with_input_dependent_noise_uses_per_step_R():
-    model = make_model("input")
+@pytest.mark.parametrize("noise", ["input", "input_full"])
+def test_forward_with_input_dependent_noise_uses_per_step_R(noise):
+    model = make_model(noise)
     x = frames()
     out = model(x)
     z, R, ref = direct_filter(model, x)
     assert out.observation_cov.shape == (3, 6, 2, 2)
+    off_diagonal = R[..., 0, 1].abs()
+    assert torch.all(off_diagonal > 0) if noise == "input_full" else torch.all(off_diagonal == 0)
     torch.testing.assert_close(out.observation_cov, R)
     assert not out.filtered.shared_covariance  # one covariance per series: nothing to share
     assert_same_result(out.filtered, ref)
@@ -122,7 +125,7 @@ def test_forward_with_input_dependent_noise_uses_per_step_R():
     torch.testing.assert_close(out.score(out.latents), out.log_likelihood, rtol=1e-9, atol=1e-10)
 
 
-@pytest.mark.parametrize("noise", ["fixed", "learned", "input", "input_absolute"])
+@pytest.mark.parametrize("noise", ["fixed", "learned", "input", "input_absolute", "input_full"])
 def test_missing_frames(noise):
     model = make_model(noise)
     x = frames(B=3, T=7)
@@ -181,7 +184,7 @@ def assert_partition(model, groups):
     assert set(ids) == {id(p) for p in model.parameters()}, "a parameter is missing"
 
 
-@pytest.mark.parametrize("noise", ["fixed", "learned", "input", "input_absolute"])
+@pytest.mark.parametrize("noise", ["fixed", "learned", "input", "input_absolute", "input_full"])
 def test_parameter_groups_partition(noise):
     model = make_model(noise)
     groups = model.parameter_groups()

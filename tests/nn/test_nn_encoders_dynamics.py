@@ -263,6 +263,49 @@ def test_input_dependent_noise_custom_floor():
     torch.testing.assert_close(torch.diagonal(R, dim1=-2, dim2=-1), torch.full((5, 2), 0.25))
 
 
+def test_correlated_noise_head_with_zero_off_diagonals_is_the_diagonal_head():
+    torch.manual_seed(0)
+    diagonal = make_noise("input", (6,), 3, hidden=(5,)).double()
+    full = make_noise("input_full", (6,), 3, hidden=(5,)).double()
+    assert full.correlated and full.net[-1].out_features == 6  # L diagonal + L(L−1)/2 off-diagonal outputs
+    with torch.no_grad():
+        full.net[0].load_state_dict(diagonal.net[0].state_dict())
+        full.net[-1].weight.zero_()
+        full.net[-1].bias.zero_()
+        full.net[-1].weight[:3] = diagonal.net[-1].weight
+        full.net[-1].bias[:3] = diagonal.net[-1].bias
+    x = torch.randn(2, 7, 6, dtype=torch.float64)
+    s = torch.tensor(0.4, dtype=torch.float64)
+    torch.testing.assert_close(full(x, s), diagonal(x, s), rtol=1e-14, atol=1e-14)
+
+
+@pytest.mark.parametrize("latent_dim", [1, 2, 4])
+def test_correlated_noise_head_is_full_symmetric_and_floored(latent_dim):
+    torch.manual_seed(1)
+    noise = make_noise("input_full", (3, 4), latent_dim, hidden=(8,)).double()
+    x = 3 * torch.randn(5, 2, 3, 4, dtype=torch.float64)
+    s = torch.tensor(-0.5, dtype=torch.float64, requires_grad=True)
+    R = noise(x, s)
+    assert R.shape == (5, 2, latent_dim, latent_dim)
+    torch.testing.assert_close(R, R.mT, rtol=0, atol=0)
+    assert torch.all(torch.linalg.eigvalsh(R) >= math.exp(-0.5) * noise.floor * (1 - 1e-9))
+    if latent_dim > 1:
+        off = R - torch.diag_embed(R.diagonal(dim1=-2, dim2=-1))
+        assert torch.all(off.abs().amax((-2, -1)) > 1e-6)  # correlated: every R_t has off-diagonal entries
+    torch.testing.assert_close(noise(x[3, 1], s), R[3, 1])  # R_t depends on x_t only
+    torch.testing.assert_close(R, math.exp(-0.5) * noise(x, torch.zeros((), dtype=torch.float64)))  # relative to exp(s)
+    (R * torch.randn_like(R)).sum().backward()
+    assert torch.all(noise.net[-1].weight.grad.abs().sum(1) > 0)  # every output (diagonal and below) is trained
+    assert s.grad is not None
+    # the head's outputs at -inf on the diagonal and 0 below it: R settles at the floor
+    with torch.no_grad():
+        noise.net[-1].weight.zero_()
+        noise.net[-1].bias.zero_()
+        noise.net[-1].bias[:latent_dim] = -1e4
+    floored = noise(x, torch.zeros((), dtype=torch.float64))
+    torch.testing.assert_close(floored, noise.floor * torch.eye(latent_dim, dtype=torch.float64).expand_as(floored))
+
+
 def test_make_noise_unknown_kind():
     with pytest.raises(ValueError, match="noise"):
         make_noise("foo", (4,), 2)

@@ -14,6 +14,13 @@ the image: an axis is seen exactly while ``−3 < x < 2.4`` (pixel coordinate ``
   proposal: a seen axis is set to its value and weighted by the step density, a clamped one is
   drawn from the step distribution truncated beyond the edge and weighted by its mass there.
 
+Two more columns say what such a filter needs.  The same particle filter with the wobble left out
+of its dynamics (the rotation alone, ``a = 0``) shows what the nonlinear part of the dynamics is
+worth.  A linear Kalman filter with that rotation, ``Q = 0.1·I`` and an ideal encoder (it observes
+the clamped position itself) shows what a Gaussian filter gets from a fixed ``R`` (the variance
+that fits the training sequences best, of a grid) and from a per-frame, per-axis ``R_t`` that
+trusts the seen axes and ignores the clamped ones.
+
 Each bound is scored like the models in ``reproduce_paper.py`` and ``nonlinear.py``: a linear
 probe fitted on 800 training sequences, R² on the 100 test sequences of seed ``10_000 + s``.
 Writes ``results/wobbly_bounds.md``.
@@ -90,7 +97,8 @@ def single_frame_posterior_mean(reference: np.ndarray, positions: np.ndarray, bi
     return estimate.reshape(positions.shape)
 
 
-def causal_posterior_mean(positions: np.ndarray, n_particles: int, rng: np.random.Generator) -> np.ndarray:
+def causal_posterior_mean(positions: np.ndarray, n_particles: int, rng: np.random.Generator,
+                          velocity=wobbly_velocity) -> np.ndarray:
     """``E[p_t | clamp(p_1..t)]`` by a particle filter with the true wobbly dynamics.
 
     Parameters
@@ -100,6 +108,9 @@ def causal_posterior_mean(positions: np.ndarray, n_particles: int, rng: np.rando
         circle, is always seen).
     n_particles : int
     rng : numpy.random.Generator
+    velocity : callable
+        The filter's vector field (default the true one; :func:`rotation_velocity` leaves the
+        wobble out).
 
     Returns
     -------
@@ -112,7 +123,7 @@ def causal_posterior_mean(positions: np.ndarray, n_particles: int, rng: np.rando
     particles = np.repeat(positions[:, :1], n_particles, axis=1)
     row_offset = np.arange(n)[:, None]
     for t in range(1, T):
-        predicted = rk4_step(wobbly_velocity, particles, DT)
+        predicted = rk4_step(velocity, particles, DT)
         log_weight = np.zeros((n, n_particles))
         for axis in (0, 1):
             side, mean = sides[:, t, axis][:, None], predicted[..., axis]
@@ -138,6 +149,65 @@ def causal_posterior_mean(positions: np.ndarray, n_particles: int, rng: np.rando
     return estimate
 
 
+def rotation_velocity(positions: np.ndarray) -> np.ndarray:
+    """The wobbly vector field without its wobble (``a = 0``): the unit-rate rotation alone, (..., 2)."""
+    return wobbly_velocity(positions, a=0.0)
+
+
+def ideal_encoder_kalman_mean(positions: np.ndarray, seen_variance: float, clamped_variance: float) -> np.ndarray:
+    """Filtered means of a linear Kalman filter that observes the clamped position (an ideal encoder).
+
+    Its transition is one RK4 step of the rotation (:func:`rotation_velocity`, a linear map), its
+    state noise the path's ``0.1·I``; each axis of each frame is observed with variance
+    ``seen_variance`` while the axis is seen and ``clamped_variance`` while it is clamped.  It
+    starts at the true start (always seen), like :func:`causal_posterior_mean`.
+
+    Parameters
+    ----------
+    positions : ndarray, shape (N, T, 2)
+    seen_variance, clamped_variance : float
+        Observation variances; equal values give a fixed ``R``.
+
+    Returns
+    -------
+    ndarray, shape (N, T, 2)
+    """
+    transition = rk4_step(rotation_velocity, np.eye(2), DT).T  # the step is linear: its image of the basis
+    observed = np.clip(positions, SEEN_LOW, SEEN_HIGH)
+    obs_variance = np.where(axis_sides(positions) == SEEN, seen_variance, clamped_variance)
+    mean, cov = positions[:, 0].copy(), np.zeros((len(positions), 2, 2))
+    estimate = np.empty_like(positions)
+    estimate[:, 0] = mean
+    for t in range(1, positions.shape[1]):
+        mean = mean @ transition.T
+        cov = transition @ cov @ transition.T + STEP_SD**2 * np.eye(2)
+        gain = cov @ np.linalg.inv(cov + obs_variance[:, t, :, None] * np.eye(2))
+        mean = mean + np.einsum("nij,nj->ni", gain, observed[:, t] - mean)
+        cov = cov - gain @ cov
+        estimate[:, t] = mean
+    return estimate
+
+
+FIXED_R_GRID = (1e-4, 1e-3, 1e-2, 0.03, 0.1, 0.3, 1.0, 3.0)  # fixed observation variances tried by the ideal-encoder filter
+IGNORED = 1e8  # the observation variance of a clamped axis when the filter ignores it
+
+
+def best_fixed_r(y_train: np.ndarray, y_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ideal-encoder filter's means with the fixed ``R`` of :data:`FIXED_R_GRID` whose probe fits the
+    training sequences best (in-sample R²; the test sequences play no part in the choice).
+
+    Returns
+    -------
+    f_train, f_test : ndarray, shapes of ``y_train`` and ``y_test``
+    """
+    def fit_r2(variance):
+        f_train = ideal_encoder_kalman_mean(y_train, variance, variance)
+        return metrics.linear_probe_r2(f_train, y_train, f_train, y_train)
+
+    variance = max(FIXED_R_GRID, key=fit_r2)
+    return ideal_encoder_kalman_mean(y_train, variance, variance), ideal_encoder_kalman_mean(y_test, variance, variance)
+
+
 def seed_row(seed: int, reference: np.ndarray, n_train: int, n_test: int, n_particles: int) -> dict:
     """The bounds and baselines for one seed's benchmark data (probe on ``n_train``, R² on ``n_test``)."""
     train = make_dotmotion("wobbly", n_train, seed=seed)
@@ -155,6 +225,10 @@ def seed_row(seed: int, reference: np.ndarray, n_train: int, n_test: int, n_part
         "clamped": probe(np.clip(y_train, SEEN_LOW, SEEN_HIGH), np.clip(y_test, SEEN_LOW, SEEN_HIGH)),
         "single": probe(single_frame_posterior_mean(reference, y_train), single_frame_posterior_mean(reference, y_test)),
         "causal": probe(causal_posterior_mean(y_train, n_particles, rng), causal_posterior_mean(y_test, n_particles, rng)),
+        "rotation": probe(causal_posterior_mean(y_train, n_particles, rng, rotation_velocity),
+                          causal_posterior_mean(y_test, n_particles, rng, rotation_velocity)),
+        "kalman_fixed": probe(*best_fixed_r(y_train, y_test)),
+        "kalman_per_axis": probe(ideal_encoder_kalman_mean(y_train, 0.0, IGNORED), ideal_encoder_kalman_mean(y_test, 0.0, IGNORED)),
         "outside": float((axis_sides(y_test) != SEEN).any(-1).mean()),
     }
     row["seconds"] = time.perf_counter() - started
@@ -167,6 +241,9 @@ COLUMNS = (
     ("clamped", "probe on the clamped position"),
     ("single", "**single-frame bound** E[p_t \\| frame t]"),
     ("causal", "**causal bound** E[p_t \\| frames ≤ t]"),
+    ("rotation", "causal, the wobble left out of the filter's dynamics"),
+    ("kalman_fixed", "linear Kalman filter, ideal encoder, fixed R"),
+    ("kalman_per_axis", "linear Kalman filter, ideal encoder, clamped axes ignored"),
 )
 
 

@@ -46,12 +46,15 @@ class InputDependentNoise(nn.Module):
     """Heteroscedastic ``R_t = exp(s) · diag(softplus(g_ψ(x_t)) + floor)``, a noise head on the input.
 
     With ``correlated=True`` the head also gives ``R_t`` its orientation: ``R_t = exp(s) · (F_t F_tᵀ
-    + floor · I)`` with ``F_t`` lower triangular, diagonal ``sqrt(softplus(·))`` and free entries
-    below it, all from ``g_ψ(x_t)`` (``L (L + 1) / 2`` outputs).  With those entries at zero it is
-    the diagonal head.  A diagonal ``R_t`` can only discount a frame along the latent axes; when
-    what a frame fails to show is a direction of the state that the learned latents do not align
-    with (a blob clamped to one image edge tells one image axis and not the other), the correlated
-    head can still say so.
+    + floor · I)`` with ``F_t`` lower triangular, ``F_t = I + tril(g_ψ(x_t))`` (``L (L + 1) / 2``
+    outputs), so that a head whose outputs are zero gives the fixed model's ``exp(s) · I``.  Every
+    entry of ``F_t`` is free: ``F_t F_tᵀ`` is positive semi-definite whatever their signs, and
+    ``R_t`` can become nearly singular (one direction trusted, another ignored) without the
+    parametrisation itself degenerating (a ``sqrt`` or ``exp`` on the diagonal would send its
+    gradient to infinity or its input to minus infinity there).  A diagonal ``R_t`` can only
+    discount a frame along the latent axes; when what a frame fails to show is a direction of the
+    state that the latents do not align with (a blob clamped to one image edge shows one image
+    axis and not the other), the correlated head can still say so.
 
     The head gives each frame's noise *relative* to the dynamics' shared log-scale ``s``, which
     also scales ``Q`` (as the constant noise models do).  The paper's absolute head
@@ -95,7 +98,7 @@ class InputDependentNoise(nn.Module):
         L = self.latent_dim
         if self.correlated:
             rows, cols = torch.tril_indices(L, L, -1, device=out.device)
-            factor = torch.diag_embed(F.softplus(out[..., :L]).sqrt())
+            factor = torch.diag_embed(1.0 + out[..., :L])
             factor[..., rows, cols] = out[..., L:]  # a fresh tensor: the assignment keeps the graph
             eye = torch.eye(L, dtype=out.dtype, device=out.device)
             cov = factor @ factor.mT + self.floor * eye

@@ -263,20 +263,21 @@ def test_input_dependent_noise_custom_floor():
     torch.testing.assert_close(torch.diagonal(R, dim1=-2, dim2=-1), torch.full((5, 2), 0.25))
 
 
-def test_correlated_noise_head_with_zero_off_diagonals_is_the_diagonal_head():
+def test_correlated_noise_head_starts_at_the_fixed_r_and_is_diagonal_without_its_lower_entries():
     torch.manual_seed(0)
-    diagonal = make_noise("input", (6,), 3, hidden=(5,)).double()
     full = make_noise("input_full", (6,), 3, hidden=(5,)).double()
-    assert full.correlated and full.net[-1].out_features == 6  # L diagonal + L(L−1)/2 off-diagonal outputs
-    with torch.no_grad():
-        full.net[0].load_state_dict(diagonal.net[0].state_dict())
-        full.net[-1].weight.zero_()
-        full.net[-1].bias.zero_()
-        full.net[-1].weight[:3] = diagonal.net[-1].weight
-        full.net[-1].bias[:3] = diagonal.net[-1].bias
+    assert full.correlated and full.net[-1].out_features == 6  # L diagonal + L(L−1)/2 lower outputs
     x = torch.randn(2, 7, 6, dtype=torch.float64)
     s = torch.tensor(0.4, dtype=torch.float64)
-    torch.testing.assert_close(full(x, s), diagonal(x, s), rtol=1e-14, atol=1e-14)
+    eye = torch.eye(3, dtype=torch.float64)
+    with torch.no_grad():
+        full.net[-1].weight.zero_()
+        full.net[-1].bias.zero_()
+    torch.testing.assert_close(full(x, s), math.exp(0.4) * (1 + full.floor) * eye.expand(2, 7, 3, 3))  # exp(s)·I
+    with torch.no_grad():
+        full.net[-1].weight[:3] = torch.randn(3, 5, dtype=torch.float64)
+    diagonal = 1 + full.net(x)[..., :3]  # F_t's diagonal
+    torch.testing.assert_close(full(x, s), math.exp(0.4) * torch.diag_embed(diagonal**2 + full.floor), rtol=1e-14, atol=1e-14)
 
 
 @pytest.mark.parametrize("latent_dim", [1, 2, 4])
@@ -297,13 +298,27 @@ def test_correlated_noise_head_is_full_symmetric_and_floored(latent_dim):
     (R * torch.randn_like(R)).sum().backward()
     assert torch.all(noise.net[-1].weight.grad.abs().sum(1) > 0)  # every output (diagonal and below) is trained
     assert s.grad is not None
-    # the head's outputs at -inf on the diagonal and 0 below it: R settles at the floor
+    # F_t = 0 (diagonal outputs at −1, none below): R settles at the floor
     with torch.no_grad():
         noise.net[-1].weight.zero_()
         noise.net[-1].bias.zero_()
-        noise.net[-1].bias[:latent_dim] = -1e4
+        noise.net[-1].bias[:latent_dim] = -1.0
     floored = noise(x, torch.zeros((), dtype=torch.float64))
     torch.testing.assert_close(floored, noise.floor * torch.eye(latent_dim, dtype=torch.float64).expand_as(floored))
+
+
+def test_correlated_noise_head_reaches_a_nearly_singular_r_with_finite_gradients():
+    """Trusting one direction and ignoring another needs a rank-one F_t F_tᵀ: F_t = [[0, 0], [c, 0]] is
+    an ordinary point of the parametrisation, with finite gradients (no sqrt or log of a zero there)."""
+    noise = make_noise("input_full", (4,), 2, hidden=(3,)).double()
+    with torch.no_grad():
+        noise.net[-1].weight.zero_()
+        noise.net[-1].bias.copy_(torch.tensor([-1.0, -1.0, 30.0], dtype=torch.float64))  # diagonal 0, below 30
+    R = noise(torch.randn(6, 4, dtype=torch.float64), torch.zeros((), dtype=torch.float64))
+    eigenvalues = torch.linalg.eigvalsh(R)
+    assert eigenvalues[..., -1].min() > 900 and torch.allclose(eigenvalues[..., 0], torch.full((6,), noise.floor, dtype=torch.float64))
+    torch.linalg.slogdet(R)[1].sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in noise.parameters())
 
 
 def test_make_noise_unknown_kind():

@@ -195,7 +195,7 @@ WOBBLY_PREDICTORS = ("linear", "mlp", "rnn")
 WOBBLY_NOISE_TEXT = {  # the Kalman models' observation noise (--wobbly-noise): how the section describes it
     "fixed": "the paper's fixed `R = exp(s)·I`",
     "input": "the noise head `R_t = exp(s)·diag(softplus(g(x_t)) + floor)` (`noise='input'`)",
-    "input_full": "the correlated noise head `R_t = exp(s)·(F_t F_tᵀ + floor·I)`, `F_t = I + tril(g(x_t))` "
+    "input_full": "the correlated noise head `R_t = exp(s)·(F_t F_tᵀ + floor·(1 + v_t)·I)`, `F_t = I + tril(g(x_t))` "
                   "(`noise='input_full'`)",
 }
 WOBBLY_NOISE_ROW = {"fixed": "", "input": ", input-dependent R", "input_full": ", input-dependent full R"}  # in row names

@@ -46,12 +46,13 @@ class InputDependentNoise(nn.Module):
     """Heteroscedastic ``R_t = exp(s) · diag(softplus(g_ψ(x_t)) + floor)``, a noise head on the input.
 
     With ``correlated=True`` the head also gives ``R_t`` its orientation: ``R_t = exp(s) · (F_t F_tᵀ
-    + floor · I)`` with ``F_t`` lower triangular, ``F_t = I + tril(g_ψ(x_t))`` (``L (L + 1) / 2``
-    outputs), so that a head whose outputs are zero gives the fixed model's ``exp(s) · I``.  Every
-    entry of ``F_t`` is free: ``F_t F_tᵀ`` is positive semi-definite whatever their signs, and
-    ``R_t`` can become nearly singular (one direction trusted, another ignored) without the
-    parametrisation itself degenerating (a ``sqrt`` or ``exp`` on the diagonal would send its
-    gradient to infinity or its input to minus infinity there).  A diagonal ``R_t`` can only
+    + floor · (1 + v_t) · I)`` with ``F_t`` lower triangular, ``F_t = I + tril(g_ψ(x_t))`` (``L (L +
+    1) / 2`` outputs) and ``v_t`` the mean diagonal entry of ``F_t F_tᵀ``.  Every entry of ``F_t``
+    is free: ``F_t F_tᵀ`` is positive semi-definite whatever their signs, and ``R_t`` can trust one
+    direction and ignore another without the parametrisation degenerating (a ``sqrt`` or ``exp``
+    on the diagonal would send its gradient to infinity or its input to minus infinity there).
+    The floor grows with ``v_t``, so ``R_t``'s condition number stays below about ``L / floor``
+    (2·10⁴ for ``L = 2``), which float32 factorises safely however large the head makes it.  A diagonal ``R_t`` can only
     discount a frame along the latent axes; when what a frame fails to show is a direction of the
     state that the latents do not align with (a blob clamped to one image edge shows one image
     axis and not the other), the correlated head can still say so.
@@ -100,8 +101,9 @@ class InputDependentNoise(nn.Module):
             rows, cols = torch.tril_indices(L, L, -1, device=out.device)
             factor = torch.diag_embed(1.0 + out[..., :L])
             factor[..., rows, cols] = out[..., L:]  # a fresh tensor: the assignment keeps the graph
-            eye = torch.eye(L, dtype=out.dtype, device=out.device)
-            cov = factor @ factor.mT + self.floor * eye
+            spread = factor @ factor.mT
+            mean_variance = spread.diagonal(dim1=-2, dim2=-1).mean(-1)[..., None, None]
+            cov = spread + self.floor * (1.0 + mean_variance) * torch.eye(L, dtype=out.dtype, device=out.device)
         else:
             cov = torch.diag_embed(F.softplus(out) + self.floor)
         return torch.exp(log_scale)[..., None, None] * cov if self.scale_tied else cov

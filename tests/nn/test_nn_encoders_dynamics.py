@@ -273,11 +273,12 @@ def test_correlated_noise_head_starts_at_the_fixed_r_and_is_diagonal_without_its
     with torch.no_grad():
         full.net[-1].weight.zero_()
         full.net[-1].bias.zero_()
-    torch.testing.assert_close(full(x, s), math.exp(0.4) * (1 + full.floor) * eye.expand(2, 7, 3, 3))  # exp(s)·I
+    torch.testing.assert_close(full(x, s), math.exp(0.4) * (1 + 2 * full.floor) * eye.expand(2, 7, 3, 3))  # ≈ exp(s)·I
     with torch.no_grad():
         full.net[-1].weight[:3] = torch.randn(3, 5, dtype=torch.float64)
-    diagonal = 1 + full.net(x)[..., :3]  # F_t's diagonal
-    torch.testing.assert_close(full(x, s), math.exp(0.4) * torch.diag_embed(diagonal**2 + full.floor), rtol=1e-14, atol=1e-14)
+    variances = (1 + full.net(x)[..., :3]) ** 2  # F_t F_tᵀ's diagonal, F_t diagonal
+    floor = full.floor * (1 + variances.mean(-1, keepdim=True))
+    torch.testing.assert_close(full(x, s), math.exp(0.4) * torch.diag_embed(variances + floor), rtol=1e-14, atol=1e-14)
 
 
 @pytest.mark.parametrize("latent_dim", [1, 2, 4])
@@ -309,14 +310,17 @@ def test_correlated_noise_head_is_full_symmetric_and_floored(latent_dim):
 
 def test_correlated_noise_head_reaches_a_nearly_singular_r_with_finite_gradients():
     """Trusting one direction and ignoring another needs a rank-one F_t F_tᵀ: F_t = [[0, 0], [c, 0]] is
-    an ordinary point of the parametrisation, with finite gradients (no sqrt or log of a zero there)."""
+    an ordinary point of the parametrisation, with finite gradients (no sqrt or log of a zero there),
+    and the floor, relative to the mean variance, keeps the condition number below about L / floor."""
     noise = make_noise("input_full", (4,), 2, hidden=(3,)).double()
     with torch.no_grad():
         noise.net[-1].weight.zero_()
         noise.net[-1].bias.copy_(torch.tensor([-1.0, -1.0, 30.0], dtype=torch.float64))  # diagonal 0, below 30
     R = noise(torch.randn(6, 4, dtype=torch.float64), torch.zeros((), dtype=torch.float64))
     eigenvalues = torch.linalg.eigvalsh(R)
-    assert eigenvalues[..., -1].min() > 900 and torch.allclose(eigenvalues[..., 0], torch.full((6,), noise.floor, dtype=torch.float64))
+    floor = noise.floor * (1 + 900 / 2)  # F_t F_tᵀ = [[0, 0], [0, 900]]: mean variance 450
+    torch.testing.assert_close(eigenvalues, torch.tensor([floor, 900 + floor], dtype=torch.float64).expand(6, 2))
+    assert torch.all(eigenvalues[..., 1] / eigenvalues[..., 0] < 2 / noise.floor)
     torch.linalg.slogdet(R)[1].sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in noise.parameters())
 

@@ -14,7 +14,7 @@ the image: an axis is seen exactly while ``−3 < x < 2.4`` (pixel coordinate ``
   proposal: a seen axis is set to its value and weighted by the step density, a clamped one is
   drawn from the step distribution truncated beyond the edge and weighted by its mass there.
 
-Two more columns say what such a filter needs.  The same particle filter with the wobble left out
+Three more columns say what such a filter needs.  The same particle filter with the wobble left out
 of its dynamics (the rotation alone, ``a = 0``) shows what the nonlinear part of the dynamics is
 worth.  A linear Kalman filter with that rotation, ``Q = 0.1·I`` and an ideal encoder (it observes
 the clamped position itself) shows what a Gaussian filter gets from a fixed ``R`` (the variance

@@ -96,17 +96,23 @@ class InputDependentNoise(nn.Module):
         """Return R_t of shape (*lead, L, L) for ``x`` of shape (*lead, *obs_shape)."""
         lead = x.shape[: x.ndim - len(self.obs_shape)]
         out = self.net(x.reshape(lead + (-1,)))
-        L = self.latent_dim
         if self.correlated:
-            rows, cols = torch.tril_indices(L, L, -1, device=out.device)
-            factor = torch.diag_embed(1.0 + out[..., :L])
-            factor[..., rows, cols] = out[..., L:]  # a fresh tensor: the assignment keeps the graph
-            spread = factor @ factor.mT
-            mean_variance = spread.diagonal(dim1=-2, dim2=-1).mean(-1)[..., None, None]
-            cov = spread + self.floor * (1.0 + mean_variance) * torch.eye(L, dtype=out.dtype, device=out.device)
-        else:
-            cov = torch.diag_embed(F.softplus(out) + self.floor)
-        return torch.exp(log_scale)[..., None, None] * cov if self.scale_tied else cov
+            return self._correlated(out, log_scale)
+        variance = F.softplus(out) + self.floor
+        if self.scale_tied:
+            variance = torch.exp(log_scale) * variance
+        return torch.diag_embed(variance)
+
+    def _correlated(self, out: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+        """Full ``R_t`` (*lead, L, L) from the head's ``L (L + 1) / 2`` outputs (*lead, ·)."""
+        L = self.latent_dim
+        rows, cols = torch.tril_indices(L, L, -1, device=out.device)
+        factor = torch.diag_embed(1.0 + out[..., :L])
+        factor[..., rows, cols] = out[..., L:]  # a fresh tensor: the assignment keeps the graph
+        spread = factor @ factor.mT
+        mean_variance = spread.diagonal(dim1=-2, dim2=-1).mean(-1)[..., None, None]
+        cov = spread + self.floor * (1.0 + mean_variance) * torch.eye(L, dtype=out.dtype, device=out.device)
+        return torch.exp(log_scale) * cov if self.scale_tied else cov
 
 
 NOISE_KINDS = ("fixed", "learned", "input", "input_absolute", "input_full")

@@ -52,10 +52,10 @@ class InputDependentNoise(nn.Module):
     direction and ignore another without the parametrisation degenerating (a ``sqrt`` or ``exp``
     on the diagonal would send its gradient to infinity or its input to minus infinity there).
     The floor grows with ``v_t``, so ``R_t``'s condition number stays below about ``L / floor``
-    (2·10⁴ for ``L = 2``), which float32 factorises safely however large the head makes it.  A diagonal ``R_t`` can only
-    discount a frame along the latent axes; when what a frame fails to show is a direction of the
-    state that the latents do not align with (a blob clamped to one image edge shows one image
-    axis and not the other), the correlated head can still say so.
+    (2·10⁴ for ``L = 2``), which float32 factorises safely however large the head makes it.  A
+    diagonal ``R_t`` can only discount a frame along the latent axes; when what a frame fails to
+    show is a direction of the state that the latents do not align with (a blob clamped to one
+    image edge shows one image axis and not the other), the correlated head can still say so.
 
     The head gives each frame's noise *relative* to the dynamics' shared log-scale ``s``, which
     also scales ``Q`` (as the constant noise models do).  The paper's absolute head
@@ -72,7 +72,8 @@ class InputDependentNoise(nn.Module):
     latent_dim : int
     hidden : tuple of int
     floor : float
-        Smallest relative variance, keeps ``R_t`` positive definite.
+        Smallest relative variance, keeps ``R_t`` positive definite (with ``correlated``, relative
+        to ``1 + v_t``).
     scale_tied : bool
         Multiply by ``exp(s)`` (default); False: the paper's absolute head.
     correlated : bool

@@ -198,7 +198,7 @@ WOBBLY_NOISE_TEXT = {  # the Kalman models' observation noise (--wobbly-noise): 
     "input_full": "the correlated noise head `R_t = exp(s)·(F_t F_tᵀ + floor·(1 + v_t)·I)`, `F_t = I + tril(g(x_t))` "
                   "(`noise='input_full'`)",
 }
-WOBBLY_NOISE_ROW = {"fixed": "", "input": ", input-dependent R", "input_full": ", input-dependent full R"}  # in row names
+WOBBLY_NOISE_ROW = {"input": "input-dependent R", "input_full": "input-dependent full R"}  # in row names and titles
 
 
 def wobbly_models(settings: Settings, seed: int, epochs: int, predictors=WOBBLY_PREDICTORS) -> dict:
@@ -209,7 +209,8 @@ def wobbly_models(settings: Settings, seed: int, epochs: int, predictors=WOBBLY_
                   learning_rate=settings.wobbly_lr_scale * PAPER_LEARNING_RATE)
     if settings.wobbly_clip is not None:
         kalman["trainer_kwargs"] = {"gradient_clip_val": settings.wobbly_clip}
-    r_form = f"S={settings.wobbly_state_dim}" + WOBBLY_NOISE_ROW[settings.wobbly_noise] + (
+    noise = settings.wobbly_noise
+    r_form = f"S={settings.wobbly_state_dim}" + (f", {WOBBLY_NOISE_ROW[noise]}" if noise in WOBBLY_NOISE_ROW else "") + (
         f", gradients clipped at {settings.wobbly_clip:g}" if settings.wobbly_clip is not None else "") + (
         f", {settings.wobbly_schedule} schedule" if settings.wobbly_schedule != "step" else "") + (
         f", learning rate ×{settings.wobbly_lr_scale:g}" if settings.wobbly_lr_scale != 1 else "")
@@ -547,7 +548,7 @@ def main(argv=None) -> dict:
             "cost": "cost" + (f", rules: {', '.join(settings.rules)}" if args.rules else "")
             + (f", residual units: {', '.join(settings.cost_activations)}" if settings.cost_activations != ("tanh",) else ""),
             "wobbly": f"wobbly, {settings.wobbly_train} sequences × {settings.wobbly_epochs} epochs"
-            + (f", Kalman models with{WOBBLY_NOISE_ROW[settings.wobbly_noise][1:]}" if settings.wobbly_noise != "fixed" else "")
+            + (f", Kalman models with {WOBBLY_NOISE_ROW[settings.wobbly_noise]}" if settings.wobbly_noise in WOBBLY_NOISE_ROW else "")
             + (f", gradients clipped at {settings.wobbly_clip:g}" if settings.wobbly_clip is not None else "")
             + (f", S={settings.wobbly_state_dim}" if settings.wobbly_state_dim != 4 else "")
             + (f", {settings.wobbly_schedule} schedule" if settings.wobbly_schedule != "step" else "")

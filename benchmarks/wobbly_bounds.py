@@ -38,9 +38,11 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy.special import ndtr, ndtri
 
 from ldmfilter import metrics
+from ldmfilter.gaussian import kalman_filter
 from ldmfilter.simulate import make_dotmotion
 from ldmfilter.simulate.motions import rk4_step, wobbly, wobbly_velocity
 
@@ -157,10 +159,11 @@ def rotation_velocity(positions: np.ndarray) -> np.ndarray:
 def ideal_encoder_kalman_mean(positions: np.ndarray, seen_variance: float, clamped_variance: float) -> np.ndarray:
     """Filtered means of a linear Kalman filter that observes the clamped position (an ideal encoder).
 
-    Its transition is one RK4 step of the rotation (:func:`rotation_velocity`, a linear map), its
-    state noise the path's ``0.1·I``; each axis of each frame is observed with variance
-    ``seen_variance`` while the axis is seen and ``clamped_variance`` while it is clamped.  It
-    starts at the true start (always seen), like :func:`causal_posterior_mean`.
+    The package's :func:`~ldmfilter.gaussian.kalman_filter` with the rotation's RK4 step as the
+    transition (:func:`rotation_velocity`, a linear map) and the path's state noise ``0.1·I``;
+    each axis of each frame is observed with variance ``seen_variance`` while the axis is seen and
+    ``clamped_variance`` while it is clamped (``inf``: not observed).  It starts at the true start
+    (always seen), like :func:`causal_posterior_mean`.
 
     Parameters
     ----------
@@ -173,23 +176,20 @@ def ideal_encoder_kalman_mean(positions: np.ndarray, seen_variance: float, clamp
     ndarray, shape (N, T, 2)
     """
     transition = rk4_step(rotation_velocity, np.eye(2), DT).T  # the step is linear: its image of the basis
-    observed = np.clip(positions, SEEN_LOW, SEEN_HIGH)
-    obs_variance = np.where(axis_sides(positions) == SEEN, seen_variance, clamped_variance)
-    mean, cov = positions[:, 0].copy(), np.zeros((len(positions), 2, 2))
-    estimate = np.empty_like(positions)
-    estimate[:, 0] = mean
-    for t in range(1, positions.shape[1]):
-        mean = mean @ transition.T
-        cov = transition @ cov @ transition.T + STEP_SD**2 * np.eye(2)
-        gain = cov @ np.linalg.inv(cov + obs_variance[:, t, :, None] * np.eye(2))
-        mean = mean + np.einsum("nij,nj->ni", gain, observed[:, t] - mean)
-        cov = cov - gain @ cov
-        estimate[:, t] = mean
-    return estimate
+    variance = np.where(axis_sides(positions) == SEEN, seen_variance, clamped_variance)[:, 1:]
+    observed = np.isfinite(variance)
+    as_tensor = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float64)  # noqa: E731
+    A, Q = as_tensor(transition), as_tensor(STEP_SD**2 * np.eye(2))
+    result = kalman_filter(
+        as_tensor(np.clip(positions[:, 1:], SEEN_LOW, SEEN_HIGH)), A, Q, as_tensor(np.eye(2)),
+        torch.diag_embed(as_tensor(np.where(observed, variance, 0.0))),
+        as_tensor(positions[:, 0] @ transition.T), Q, mask=torch.as_tensor(observed),  # step 1's prior, from the start
+    )
+    return np.concatenate([positions[:, :1], result.filtered_mean.numpy()], 1)
 
 
 FIXED_R_GRID = (1e-4, 1e-3, 1e-2, 0.03, 0.1, 0.3, 1.0, 3.0)  # fixed observation variances tried by the ideal-encoder filter
-IGNORED = 1e8  # the observation variance of a clamped axis when the filter ignores it
+IGNORED = math.inf  # the observation variance of a clamped axis when the filter ignores it
 
 
 def best_fixed_r(y_train: np.ndarray, y_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -53,9 +53,13 @@ class InputDependentNoise(nn.Module):
     on the diagonal would send its gradient to infinity or its input to minus infinity there).
     The floor grows with ``v_t``, so ``R_t``'s condition number stays below about ``L / floor``
     (2·10⁴ for ``L = 2``), which float32 factorises safely however large the head makes it.  A
-    diagonal ``R_t`` can only discount a frame along the latent axes; when what a frame fails to
-    show is a direction of the state that the latents do not align with (a blob clamped to one
-    image edge shows one image axis and not the other), the correlated head can still say so.
+    diagonal ``R_t`` can only discount a frame along the latent axes; when a frame's noise is
+    larger along a direction that the latents do not align with (noise correlated across
+    latents), the correlated head can still say so.  Either head learns what the objective
+    rewards, the spread of the latents around their prediction, not how much a frame shows: a
+    latent that a frame pins to a constant (a blob clamped to the image edge) is easy to predict,
+    and the head makes its ``R_t`` smaller, not larger (``benchmarks/results/nonlinear.md``,
+    wobbly notes).
 
     The head gives each frame's noise *relative* to the dynamics' shared log-scale ``s``, which
     also scales ``Q`` (as the constant noise models do).  The paper's absolute head

@@ -22,7 +22,9 @@ Three parts, each writing its own section of ``benchmarks/results/nonlinear.md``
   ``--wobbly-clip C`` clips their gradient norm at ``C``; ``--wobbly-state-dim S`` and
   ``--wobbly-schedule NAME`` set their state dimension (default 4) and learning-rate schedule
   (default the paper's ``"step"``), ``--wobbly-lr-scale F`` their learning rates (``F`` times the
-  paper's, every parameter group alike).
+  paper's, every parameter group alike), ``--wobbly-observation mlp`` their map from state to latents
+  (``LDMFilter(observation="mlp")``: ``z = D h + g_φ(h)``, which can saturate where the frames
+  pin a latent).
 * ``forecast``: ``pendulum_video`` and ``lorenz`` (the suite's data): linear vs nonlinear
   predictors, multi-step forecasts of the targets (sin θ, cos θ for the pendulum; the true
   state for Lorenz-63) from origins inside each test sequence; NLL, CRPS and 90% coverage at
@@ -37,6 +39,7 @@ Three parts, each writing its own section of ``benchmarks/results/nonlinear.md``
     python benchmarks/nonlinear.py [--quick] [--parts cost wobbly forecast] [--seeds 0 1 2] [--no-write]
                                    [--wobbly-noise fixed|input] [--wobbly-clip C] [--wobbly-state-dim S]
                                    [--wobbly-schedule step|linear|cosine|constant] [--wobbly-lr-scale F]
+                                   [--wobbly-observation linear|mlp]
                                    [--calibrate [likelihood] [coverage]] [--multistep K] [--lorenz-levels DB ...]
 """
 
@@ -91,6 +94,7 @@ class Settings:
     wobbly_activation: str = "tanh"  # hidden units of the Kalman-MLP's residual (LDMFilter's dynamics_activation)
     wobbly_mlp_readout: bool = False  # also score an MLP read-out (fit_readout(..., "mlp")) of the Kalman models' state
     wobbly_lr_scale: float = 1.0  # the Kalman models' learning rates, as a multiple of the paper's (every group alike)
+    wobbly_observation: str = "linear"  # the Kalman models' map from state to latents (LDMFilter's observation)
     pendulum_train: int = 1000
     pendulum_test: int = 300
     pendulum_origins: tuple = (40, 55)
@@ -206,14 +210,15 @@ def wobbly_models(settings: Settings, seed: int, epochs: int, predictors=WOBBLY_
     common = dict(objective="knn", latent_dim=2, hidden=(200,) * 10, max_epochs=epochs, random_state=seed,
                   verbose=False)
     kalman = dict(common, state_dim=settings.wobbly_state_dim, noise=settings.wobbly_noise, schedule=settings.wobbly_schedule,
-                  learning_rate=settings.wobbly_lr_scale * PAPER_LEARNING_RATE)
+                  learning_rate=settings.wobbly_lr_scale * PAPER_LEARNING_RATE, observation=settings.wobbly_observation)
     if settings.wobbly_clip is not None:
         kalman["trainer_kwargs"] = {"gradient_clip_val": settings.wobbly_clip}
     noise = settings.wobbly_noise
     r_form = f"S={settings.wobbly_state_dim}" + (f", {WOBBLY_NOISE_ROW[noise]}" if noise in WOBBLY_NOISE_ROW else "") + (
         f", gradients clipped at {settings.wobbly_clip:g}" if settings.wobbly_clip is not None else "") + (
         f", {settings.wobbly_schedule} schedule" if settings.wobbly_schedule != "step" else "") + (
-        f", learning rate ×{settings.wobbly_lr_scale:g}" if settings.wobbly_lr_scale != 1 else "")
+        f", learning rate ×{settings.wobbly_lr_scale:g}" if settings.wobbly_lr_scale != 1 else "") + (
+        ", MLP observation" if settings.wobbly_observation != "linear" else "")
     models = {
         "linear": (f"Kalman, linear ({r_form})", lambda: LDMFilter(**kalman)),
         "mlp": (f"Kalman, MLP {settings.dynamics_hidden}{_units(settings)} linearize ({r_form})", lambda: LDMFilter(
@@ -299,6 +304,8 @@ def render_wobbly(per_seed: dict, settings: Settings) -> str:
         + (f", `schedule='{settings.wobbly_schedule}'`" if settings.wobbly_schedule != "step" else "")
         + (f"; the Kalman-MLP's residual units `dynamics_activation='{settings.wobbly_activation}'`"
            if settings.wobbly_activation != "tanh" else "")
+        + ("; the map from state to latents `observation='mlp'` (`z = D h + g_φ(h)`, a tanh MLP (64,) that starts at "
+           "zero; first-order update)" if settings.wobbly_observation != "linear" else "")
         + ". Probe: least squares from the filtered state means "
         "(RNN: latents) of the first 800 training sequences to the true position, R² on the test sequences. "
         "Beliefs: Kalman models, `fit_readout` on the same 800 sequences and the exact linear push-forward of "
@@ -505,6 +512,8 @@ def main(argv=None) -> dict:
                         help="wobbly part: also score an MLP read-out of the Kalman models' filtered states")
     parser.add_argument("--wobbly-lr-scale", type=float, default=1.0,
                         help="wobbly part: the Kalman models' learning rates as a multiple of the paper's (default 1)")
+    parser.add_argument("--wobbly-observation", choices=("linear", "mlp"), default="linear",
+                        help="wobbly part: the Kalman models' map from state to latents (LDMFilter's observation; default linear)")
     parser.add_argument("--cost-activations", nargs="+", choices=sorted(RESIDUAL_ACTIVATIONS), default=["tanh"],
                         help="cost part: time the MLP predictor with each of these residual units (default tanh)")
     parser.add_argument("--forecast-data", nargs="+", choices=("pendulum", "lorenz"), help="data sets of the forecast part")
@@ -525,7 +534,7 @@ def main(argv=None) -> dict:
     settings = replace(settings, wobbly_noise=args.wobbly_noise, wobbly_clip=args.wobbly_clip,
                        wobbly_state_dim=args.wobbly_state_dim, wobbly_schedule=args.wobbly_schedule,
                        wobbly_activation=args.wobbly_activation, wobbly_mlp_readout=args.wobbly_mlp_readout,
-                       wobbly_lr_scale=args.wobbly_lr_scale,
+                       wobbly_lr_scale=args.wobbly_lr_scale, wobbly_observation=args.wobbly_observation,
                        cost_activations=tuple(args.cost_activations))
     if args.forecast_data:
         settings = replace(settings, forecast_data=tuple(args.forecast_data))
@@ -554,7 +563,8 @@ def main(argv=None) -> dict:
             + (f", {settings.wobbly_schedule} schedule" if settings.wobbly_schedule != "step" else "")
             + (f", {settings.wobbly_activation} residual units" if settings.wobbly_activation != "tanh" else "")
             + (", MLP read-out" if settings.wobbly_mlp_readout else "")
-            + (f", learning rate ×{settings.wobbly_lr_scale:g}" if settings.wobbly_lr_scale != 1 else ""),
+            + (f", learning rate ×{settings.wobbly_lr_scale:g}" if settings.wobbly_lr_scale != 1 else "")
+            + (", MLP observation" if settings.wobbly_observation != "linear" else ""),
             "forecast": "forecast" if (args.forecast_data is None and args.pendulum_epochs is None and not args.lorenz_levels
                                        and settings.multistep == 1)
             else f"forecast, {' and '.join(settings.forecast_data)}" + (

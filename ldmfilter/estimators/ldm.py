@@ -24,7 +24,9 @@ from ..nn import (
     ConvEncoder,
     LatentKalmanFilter,
     LatentRNNModel,
+    OBSERVATIONS,
     MLPEncoder,
+    MLPObservation,
     RNNPredictor,
     make_noise,
 )
@@ -105,6 +107,17 @@ class LDMFilter(StateSpaceEstimator):
     dynamics_activation : {"tanh", "localized"}
         Hidden units of ``g_θ``: tanh, or ``x·exp(−x²/2)``, which fades away from the data, so
         that far from them only the linear part acts (see :class:`~ldmfilter.nn.MLPDynamics`).
+    observation : {"linear", "mlp"}
+        Map from the state to the latents: the paper's ``z = D h`` (``D = [I 0]``), or ``z = D h +
+        g_φ(h)`` with a tanh MLP ``g_φ`` that starts at zero (:class:`~ldmfilter.nn.MLPObservation`;
+        Kalman predictor only).  Use it when frames can pin a latent while the state moves on (a
+        blob clamped to the image border): the state can then stay an affine image of the
+        position.  The update then conditions on the moments that ``moments`` gives for ``c(h)``
+        instead of being the exact Kalman update, and training records it with autograd (about
+        twice the step time of the first-order rule's hand-written reverse pass).  ``stream`` does
+        not support it.
+    observation_hidden : tuple of int
+        Hidden widths of ``g_φ``.
     max_epochs : int or None
         Passes over the training windows.  None: 20, or more when the data are few, so that
         training makes at least ``MIN_UPDATES`` optimiser steps.
@@ -168,6 +181,8 @@ class LDMFilter(StateSpaceEstimator):
         moments: str = "linearize",
         dynamics_hidden=(64,),
         dynamics_activation: str = "tanh",
+        observation: str = "linear",
+        observation_hidden=(64,),
         max_epochs: int | None = None,
         batch_size: int = 8,
         learning_rate: float = 0.005 * 8 / 256,
@@ -188,6 +203,7 @@ class LDMFilter(StateSpaceEstimator):
         self.noise, self.objective, self.predictor = noise, objective, predictor
         self.dynamics, self.moments, self.dynamics_hidden = dynamics, moments, tuple(dynamics_hidden)
         self.dynamics_activation = dynamics_activation
+        self.observation, self.observation_hidden = observation, tuple(observation_hidden)
         self.max_epochs, self.batch_size, self.learning_rate = max_epochs, batch_size, learning_rate
         self.weight_decay, self.lr_multipliers, self.schedule = weight_decay, lr_multipliers, schedule
         self.entropy_weight, self.window, self.normalize, self.dtype = entropy_weight, window, normalize, dtype
@@ -200,13 +216,17 @@ class LDMFilter(StateSpaceEstimator):
         for name, options in (
             ("encoder", ("mlp", "conv")), ("objective", tuple(OBJECTIVES)), ("predictor", ("kalman", "rnn")),
             ("dynamics", tuple(sorted(DYNAMICS))), ("moments", tuple(sorted(MOMENT_RULES))), ("dtype", tuple(sorted(DTYPES))),
-            ("dynamics_activation", tuple(sorted(RESIDUAL_ACTIVATIONS))),
+            ("dynamics_activation", tuple(sorted(RESIDUAL_ACTIVATIONS))), ("observation", OBSERVATIONS),
         ):
             value = getattr(self, name)
             if not isinstance(value, str) or value not in options:
                 raise ValueError(f"{name} must be one of {list(options)}, got {value!r}")
         if not self.dynamics_hidden or not all(_is_int(w) and w >= 1 for w in self.dynamics_hidden):
             raise ValueError(f"dynamics_hidden must be one or more positive integer widths, got {self.dynamics_hidden!r}")
+        if not self.observation_hidden or not all(_is_int(w) and w >= 1 for w in self.observation_hidden):
+            raise ValueError(f"observation_hidden must be one or more positive integer widths, got {self.observation_hidden!r}")
+        if self.observation != "linear" and self.predictor != "kalman":
+            raise ValueError(f"observation={self.observation!r} needs the Kalman predictor, got predictor={self.predictor!r}")
         if not all(_is_int(w) and w >= 1 for w in self.hidden):
             raise ValueError(f"hidden must be positive integer widths, got {self.hidden!r}")
         if self.window is not None and self.window != "auto" and not _is_int(self.window):
@@ -257,7 +277,10 @@ class LDMFilter(StateSpaceEstimator):
         options = {"hidden": self.dynamics_hidden, "activation": self.dynamics_activation} if self.dynamics == "mlp" else {}
         dynamics = DYNAMICS[self.dynamics](self.state_dim, self.latent_dim, generator, control_dim, **options)
         noise = make_noise(self.noise, obs_shape, self.latent_dim, self.hidden)
-        return LatentKalmanFilter(encoder, dynamics, noise, normalizer, moments=self.moments)
+        observation = None
+        if self.observation == "mlp":
+            observation = MLPObservation(self.state_dim, self.latent_dim, self.observation_hidden, generator)
+        return LatentKalmanFilter(encoder, dynamics, noise, normalizer, moments=self.moments, observation=observation)
 
     def _training_plan(self, n_series: int, steps: int) -> tuple[int | None, int | None, int]:
         """Window length, stride and number of epochs for data of ``n_series`` × ``steps``."""
@@ -585,7 +608,14 @@ class LDMFilter(StateSpaceEstimator):
             after ``x_t`` (the same as ``filter`` on the whole sequence, to rounding),
             ``forecast(h)`` the beliefs ``h`` steps ahead, ``save``/``FilterStream.load`` keep
             the state across restarts.  See :class:`~ldmfilter.estimators.FilterStream`.
+
+        Raises
+        ------
+        ValueError
+            For a model with ``observation="mlp"`` (the live filter's update is the linear one).
         """
+        if self.observation != "linear":
+            raise ValueError(f"stream() supports the linear observation map only; this model has observation={self.observation!r}")
         return FilterStream(self, n_series)
 
     @cpu_settings

@@ -12,7 +12,7 @@ from .moments import MOMENT_RULES, PropagatedMoments, cubature, linearize, propa
 from .nonlinear import nonlinear_filter
 from .nonlinear_forecast import nonlinear_forecast
 from .nonlinear_smoother import nonlinear_smoother
-from .scoring import belief_log_likelihood, predictive_log_likelihood
+from .scoring import belief_log_likelihood, function_belief_log_likelihood, predictive_log_likelihood
 from .smoother import SmootherResult, kalman_smoother
 from .linalg import NotPositiveDefiniteError, cholesky, cholesky_solve, logdet_from_cholesky, symmetrize, triangular_solve
 
@@ -33,6 +33,7 @@ __all__ = [
     "nonlinear_forecast",
     "predictive_log_likelihood",
     "belief_log_likelihood",
+    "function_belief_log_likelihood",
     "PropagatedMoments",
     "linearize",
     "unscented",

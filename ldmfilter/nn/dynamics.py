@@ -93,6 +93,30 @@ class LinearDynamics(nn.Module):
         offset = self.offset - self.transition @ self.offset
         return offset if controls is None else offset + controls @ self.control.mT
 
+    def _linear_part(self, states: torch.Tensor, controls: torch.Tensor | None) -> torch.Tensor:
+        out = (states - self.offset) @ self.transition.mT + self.offset
+        return out if controls is None else out + controls @ self.control.mT
+
+    def forward(self, states: torch.Tensor, controls: torch.Tensor | None = None) -> torch.Tensor:
+        """The transition's mean ``A (h − b) + b + B u`` on rows, as a function for the moment rules.
+
+        Parameters
+        ----------
+        states : Tensor, shape (N, S)
+        controls : Tensor, shape (N, U), optional
+            Required when ``control_dim > 0``.
+
+        Returns
+        -------
+        Tensor, shape (N, S)
+        """
+        self.check_controls(controls)
+        return self._linear_part(states, controls)
+
+    def value_and_jacobian(self, states: torch.Tensor, controls: torch.Tensor | None = None):
+        """``f(h, u)`` (N, S) and its Jacobian ``A``, broadcast to (N, S, S)."""
+        return self(states, controls), self.transition.expand(states.shape[:1] + self.transition.shape)
+
     def transition_cov(self) -> torch.Tensor:
         """``Q = exp(s) · diag(exp(q))``, shape (S, S)."""
         return torch.diag(torch.exp(self.log_scale + self.log_process_noise))
@@ -230,10 +254,6 @@ class MLPDynamics(LinearDynamics):
                     layer.bias.zero_()
             self.residual[-1].weight.zero_()
             self.residual[-1].bias.zero_()
-
-    def _linear_part(self, states: torch.Tensor, controls: torch.Tensor | None) -> torch.Tensor:
-        out = (states - self.offset) @ self.transition.mT + self.offset
-        return out if controls is None else out + controls @ self.control.mT
 
     def forward(self, states: torch.Tensor, controls: torch.Tensor | None = None) -> torch.Tensor:
         """The transition ``f(h, u) = A (h − b) + b + B u + g_θ(h, u)`` on rows.

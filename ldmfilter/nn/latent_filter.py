@@ -12,6 +12,7 @@ from ..gaussian import (
     MOMENT_RULES,
     FilterResult,
     belief_log_likelihood,
+    function_belief_log_likelihood,
     kalman_filter,
     kalman_forecast,
     nonlinear_filter,
@@ -184,8 +185,9 @@ class LatentKalmanFilter(EncodesObservations):
     With :class:`~ldmfilter.nn.LinearDynamics` this is the paper's exact Kalman filter; with
     :class:`~ldmfilter.nn.MLPDynamics` the predicted belief comes from the deterministic moment
     rule ``moments`` and the update stays the exact Kalman update
-    (:func:`~ldmfilter.gaussian.nonlinear_filter`).  Either way the Kalman maths is the Gaussian
-    engine's, not a copy.
+    (:func:`~ldmfilter.gaussian.nonlinear_filter`).  With a nonlinear ``observation`` map
+    (:class:`~ldmfilter.nn.MLPObservation`) the update conditions on the moments that the same rule
+    gives for the observation.  Either way the Kalman maths is the Gaussian engine's, not a copy.
 
     Parameters
     ----------
@@ -203,7 +205,10 @@ class LatentKalmanFilter(EncodesObservations):
         batched operations instead of T rounds (several times faster to train on a CPU).  Linear
         dynamics only.
     moments : {"linearize", "unscented", "cubature"}
-        Moment rule of nonlinear dynamics (unused by linear ones).
+        Moment rule of nonlinear dynamics and of a nonlinear observation map (unused when both are linear).
+    observation : nn.Module, optional
+        ``z = c(h)`` on rows (N, S) → (N, L), e.g. :class:`~ldmfilter.nn.MLPObservation`; None:
+        the linear ``D h`` of the dynamics (the paper's).
     """
 
     def __init__(
@@ -214,9 +219,10 @@ class LatentKalmanFilter(EncodesObservations):
         normalizer=None,
         parallel="auto",
         moments: str = "linearize",
+        observation: nn.Module | None = None,
     ):
         super().__init__()
-        self.encoder, self.dynamics, self.noise = encoder, dynamics, noise
+        self.encoder, self.dynamics, self.noise, self.observation = encoder, dynamics, noise, observation
         self.normalizer = nn.Identity() if normalizer is None else normalizer
         if parallel not in (True, False, "auto"):
             raise ValueError(f"parallel must be True, False or 'auto', got {parallel!r}")
@@ -244,6 +250,11 @@ class LatentKalmanFilter(EncodesObservations):
         dyn.check_controls(controls)
         Q, D = dyn.transition_cov(), dyn.observation_matrix
         m0, P0 = dyn.initial_belief()
+        if self.observation is not None:
+            return nonlinear_filter(
+                z, dyn, Q, None, R, m0, P0, method=self.moments, mask=mask, observation_fn=self.observation,
+                transition_inputs=controls,
+            )
         if dyn.nonlinear:
             return nonlinear_filter(
                 z, dyn, Q, D, R, m0, P0, method=self.moments, mask=mask, transition_inputs=controls
@@ -274,6 +285,10 @@ class LatentKalmanFilter(EncodesObservations):
         D = self.dynamics.observation_matrix
 
         def score(targets: torch.Tensor) -> torch.Tensor:
+            if self.observation is not None:
+                return function_belief_log_likelihood(
+                    targets, result.predicted_mean, result.predicted_cov, self.observation, R, self.moments, mask
+                )
             return predictive_log_likelihood(targets, result, D, R, mask=mask)
 
         def score_ahead(targets: torch.Tensor, horizon: int) -> torch.Tensor:
@@ -331,13 +346,17 @@ class LatentKalmanFilter(EncodesObservations):
             k_cov = k_cov.expand(mean.shape[:1] + k_cov.shape[-3:]) if shared else k_cov
             k_R = R if R.ndim == 2 else R[:, k:]
             k_mask = None if mask is None else mask[:, k:]
-            scores = belief_log_likelihood(targets[:, k:], ahead.mean[:, :kept, k - 2], k_cov, D, k_R, k_mask, shared)
+            k_mean = ahead.mean[:, :kept, k - 2]
+            if self.observation is not None:
+                scores = function_belief_log_likelihood(targets[:, k:], k_mean, k_cov, self.observation, k_R, self.moments, k_mask)
+            else:
+                scores = belief_log_likelihood(targets[:, k:], k_mean, k_cov, D, k_R, k_mask, shared)
             sums.append(scores.sum(-1))
         return torch.stack(sums)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Parameters by learning-rate group: encoder, predictor (dynamics, constant R), the residual
-        MLP of nonlinear dynamics, noise head."""
+        MLP of nonlinear dynamics, noise head, nonlinear observation map."""
         noise = list(self.noise.parameters())
         head = getattr(self.noise, "input_dependent", False)
         residual = list(self.dynamics.residual.parameters()) if self.dynamics.nonlinear else []
@@ -347,6 +366,7 @@ class LatentKalmanFilter(EncodesObservations):
             "predictor": linear + ([] if head else noise),
             "residual": residual,
             "noise_head": noise if head else [],
+            "observation": [] if self.observation is None else list(self.observation.parameters()),
         }
 
     def after_optimizer_step(self, max_radius: float = 1.02) -> None:

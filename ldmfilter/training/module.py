@@ -53,10 +53,10 @@ class LDMTrainingModule(L.LightningModule):
         Encoder learning rate; other groups are scaled by ``lr_multipliers``.
     weight_decay : float
     lr_multipliers : dict, optional
-        Per group (``encoder``, ``predictor``, ``residual``, ``noise_head``): the paper's ×100 for the
-        predictor; a noise head ×1 (the paper: ×0.03, which leaves it at its initialisation, see
-        :class:`~ldmfilter.nn.InputDependentNoise`); the residual MLP of nonlinear dynamics learns
-        like the predictor (×100) by default.
+        Per group (``encoder``, ``predictor``, ``residual``, ``noise_head``, ``observation``): the paper's
+        ×100 for the predictor; a noise head ×1 (the paper: ×0.03, which leaves it at its
+        initialisation, see :class:`~ldmfilter.nn.InputDependentNoise`); the residual MLP of nonlinear
+        dynamics and a nonlinear observation map learn like the predictor (×100) by default.
     schedule : str
         See :func:`~ldmfilter.training.schedules.make_schedule`.
     entropy_weight : float

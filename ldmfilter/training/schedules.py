@@ -8,7 +8,7 @@ from typing import Callable
 __all__ = ["DEFAULT_LR_MULTIPLIERS", "SCHEDULES", "make_schedule"]
 
 # the learning rate of each parameter group relative to the encoder's (see LDMTrainingModule)
-DEFAULT_LR_MULTIPLIERS = {"encoder": 1.0, "predictor": 100.0, "residual": 100.0, "noise_head": 1.0}
+DEFAULT_LR_MULTIPLIERS = {"encoder": 1.0, "predictor": 100.0, "residual": 100.0, "noise_head": 1.0, "observation": 100.0}
 SCHEDULES = ("step", "linear", "cosine", "constant")
 
 

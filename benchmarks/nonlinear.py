@@ -7,7 +7,8 @@ Three parts, each writing its own section of ``benchmarks/results/nonlinear.md``
   linear transition and with ``dynamics="mlp"`` under each moment rule, on two workloads: the
   paper's figure-8 recipe (10×10 frames, MLP encoder, S=10, L=5, fixed R) and the pendulum
   recipe (24×24 frames, linear encoder, S=16, L=10, input-dependent R).  Medians of
-  interleaved rounds (every predictor timed in each round).
+  interleaved rounds (every predictor timed in each round).  ``--cost-observations linear mlp``
+  also times every predictor with ``observation="mlp"``.
 * ``wobbly``: the identifiability experiment (METHOD.md §5): Kalman-linear vs Kalman-MLP vs the
   paper's RNN predictor, all with the kNN-entropy objective and the paper's 10×200 encoder;
   linear-probe R² from the filtered state (the RNN: from its latents) to the true 2-D position
@@ -39,7 +40,7 @@ Three parts, each writing its own section of ``benchmarks/results/nonlinear.md``
     python benchmarks/nonlinear.py [--quick] [--parts cost wobbly forecast] [--seeds 0 1 2] [--no-write]
                                    [--wobbly-noise fixed|input] [--wobbly-clip C] [--wobbly-state-dim S]
                                    [--wobbly-schedule step|linear|cosine|constant] [--wobbly-lr-scale F]
-                                   [--wobbly-observation linear|mlp]
+                                   [--wobbly-observation linear|mlp] [--cost-observations linear|mlp ...]
                                    [--calibrate [likelihood] [coverage]] [--multistep K] [--lorenz-levels DB ...]
 """
 
@@ -84,6 +85,7 @@ class Settings:
     cost_steps: int = 10
     cost_repeats: int = 9
     cost_activations: tuple = ("tanh",)  # residual units of the MLP predictor timed in the cost part
+    cost_observations: tuple = ("linear",)  # maps from state to latents timed in the cost part
     wobbly_train: int = 2000
     wobbly_test: int = 100
     wobbly_epochs: int = 5
@@ -115,13 +117,17 @@ QUICK = replace(FULL, cost_steps=2, cost_repeats=2, wobbly_train=64, wobbly_test
                 lorenz=lorenz_benchmark.QUICK)
 
 
-def variants(rules=RULES, activations=("tanh",)):
-    """(row name, LDMFilter arguments) of the predictors compared: the MLP with each rule and residual unit."""
-    return [("linear", {"dynamics": "linear"})] + [
+def variants(rules=RULES, activations=("tanh",), observations=("linear",)):
+    """(row name, LDMFilter arguments) of the predictors compared: the linear one and the MLP with each rule and
+    residual unit, each with every map from state to latents."""
+    rows = [("linear", {"dynamics": "linear"})] + [
         (f"MLP, {rule}" + ("" if units == "tanh" else f", {units}"),
          {"dynamics": "mlp", "moments": rule, "dynamics_activation": units})
         for units in activations for rule in rules
     ]
+    return [(name + ("" if observation == "linear" else f", {observation.upper()} observation"),
+             dict(extra, observation=observation))
+            for observation in observations for name, extra in rows]
 
 
 # --------------------------------------------------------------------------- cost
@@ -160,7 +166,7 @@ def run_cost(settings: Settings, log=print) -> dict:
     torch.set_flush_denormal(True)
     for workload, (shape, batch, steps, kwargs) in workloads.items():
         stepper = {}
-        for name, extra in variants(settings.rules, settings.cost_activations):
+        for name, extra in variants(settings.rules, settings.cost_activations, settings.cost_observations):
             model = LDMFilter(**kwargs, **extra, dynamics_hidden=settings.dynamics_hidden, verbose=False)
             stepper[name] = make_step(model, shape, batch, steps)
             for _ in range(2):  # warm-up
@@ -516,6 +522,8 @@ def main(argv=None) -> dict:
                         help="wobbly part: the Kalman models' map from state to latents (LDMFilter's observation; default linear)")
     parser.add_argument("--cost-activations", nargs="+", choices=sorted(RESIDUAL_ACTIVATIONS), default=["tanh"],
                         help="cost part: time the MLP predictor with each of these residual units (default tanh)")
+    parser.add_argument("--cost-observations", nargs="+", choices=("linear", "mlp"), default=["linear"],
+                        help="cost part: time every predictor with each of these maps from state to latents (default linear)")
     parser.add_argument("--forecast-data", nargs="+", choices=("pendulum", "lorenz"), help="data sets of the forecast part")
     parser.add_argument("--pendulum-epochs", type=int, help="epochs of every pendulum model (default: the recipe's 2)")
     parser.add_argument("--rules", nargs="+", choices=RULES, help="moment rules of the MLP predictor (default: all)")
@@ -535,7 +543,7 @@ def main(argv=None) -> dict:
                        wobbly_state_dim=args.wobbly_state_dim, wobbly_schedule=args.wobbly_schedule,
                        wobbly_activation=args.wobbly_activation, wobbly_mlp_readout=args.wobbly_mlp_readout,
                        wobbly_lr_scale=args.wobbly_lr_scale, wobbly_observation=args.wobbly_observation,
-                       cost_activations=tuple(args.cost_activations))
+                       cost_activations=tuple(args.cost_activations), cost_observations=tuple(args.cost_observations))
     if args.forecast_data:
         settings = replace(settings, forecast_data=tuple(args.forecast_data))
     if args.pendulum_epochs:
@@ -555,7 +563,8 @@ def main(argv=None) -> dict:
         print(f"{part}:", flush=True)
         title = {
             "cost": "cost" + (f", rules: {', '.join(settings.rules)}" if args.rules else "")
-            + (f", residual units: {', '.join(settings.cost_activations)}" if settings.cost_activations != ("tanh",) else ""),
+            + (f", residual units: {', '.join(settings.cost_activations)}" if settings.cost_activations != ("tanh",) else "")
+            + (f", observation maps: {', '.join(settings.cost_observations)}" if settings.cost_observations != ("linear",) else ""),
             "wobbly": f"wobbly, {settings.wobbly_train} sequences × {settings.wobbly_epochs} epochs"
             + (f", Kalman models with {WOBBLY_NOISE_ROW[settings.wobbly_noise]}" if settings.wobbly_noise in WOBBLY_NOISE_ROW else "")
             + (f", gradients clipped at {settings.wobbly_clip:g}" if settings.wobbly_clip is not None else "")

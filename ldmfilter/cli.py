@@ -213,6 +213,7 @@ def _fit(args) -> int:
         noise=args.noise,
         dynamics=args.dynamics,
         moments=args.moments,
+        observation=args.observation,
         multistep=args.multistep,
         max_epochs=args.epochs,
         batch_size=args.batch_size,
@@ -252,7 +253,7 @@ def _fit(args) -> int:
     dynamics = model.dynamics if model.dynamics == "linear" else f"{model.dynamics} ({model.moments})"
     lines += [
         f"model:           state_dim={model.state_dim}, latent_dim={model.latent_dim}, encoder={model.encoder}, "
-        f"noise={model.noise}, dynamics={dynamics}",
+        f"noise={model.noise}, dynamics={dynamics}, observation={model.observation}",
         f"epochs:          {args.epochs} ({len(history)} optimiser step{'' if len(history) == 1 else 's'})",
         f"training time:   {model.training_seconds_:.2f} s",
         f"final loss:      {final:.4g} (mean over the last epoch)",
@@ -318,7 +319,8 @@ def _info(args) -> int:
     model = load(args.model)
     print(f"model file: {args.model}")
     print(f"observation shape: {model.obs_shape_}")
-    for name in ("state_dim", "latent_dim", "encoder", "noise", "objective", "predictor", "dynamics", "moments", "multistep", "dtype"):
+    for name in ("state_dim", "latent_dim", "encoder", "noise", "objective", "predictor", "dynamics", "moments", "observation",
+                 "multistep", "dtype"):
         print(f"{name}: {getattr(model, name)}")
     print(f"parameters: {sum(p.numel() for p in model.model_.parameters())}")
     schema = model.schema_
@@ -405,8 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--dynamics", choices=("linear", "mlp"), default="linear", help="transition: linear, or linear + a bounded MLP (default linear)")
     fit.add_argument(
         "--moments", choices=("linearize", "unscented", "cubature"), default="linearize",
-        help="moment rule of --dynamics mlp (default linearize)",
+        help="moment rule of --dynamics mlp and --observation mlp (default linearize)",
     )
+    fit.add_argument("--observation", choices=("linear", "mlp"), default="linear",
+                     help="map from state to latents: linear, or linear + an MLP that can saturate (default linear)")
     fit.add_argument("--controls", nargs="+", metavar="COL", help="channels of DATA that are control inputs of the transition")
     fit.add_argument("--multistep", type=_positive_int, default=1, metavar="K",
                      help="the objective also scores the 2- to K-step predictions (default 1: one step)")

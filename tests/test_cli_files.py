@@ -246,12 +246,13 @@ def test_controls_and_mlp_dynamics_through_the_command_line(tmp_path):
     table.to_csv(tmp_path / "sensors.csv", index=False)
     status, out, err = run(["fit", tmp_path / "sensors.csv", "--series-col", "site", "--controls", "heat",
                             "--targets", "pos", "--dynamics", "mlp", "--moments", "cubature", "--multistep", "3",
-                            "--noise", "input_full", "--model", tmp_path / "m.ldm", *TINY])
+                            "--noise", "input_full", "--observation", "mlp", "--model", tmp_path / "m.ldm", *TINY])
     assert status == 0, err
     assert "channels:        3 (u, v, w)" in out and "controls:        heat" in out and "dynamics=mlp (cubature)" in out
+    assert "observation=mlp" in out
     status, out, err = run(["info", tmp_path / "m.ldm"])
     assert "dynamics: mlp" in out and "moments: cubature" in out and "controls: heat" in out and "multistep: 3" in out
-    assert "noise: input_full" in out
+    assert "noise: input_full" in out and "observation: mlp" in out
     status, out, err = run(["filter", tmp_path / "sensors.csv", "--series-col", "site", "--model", tmp_path / "m.ldm",
                             "--out", tmp_path / "f.csv"])
     assert status == 0, err
@@ -315,11 +316,12 @@ def test_calibrate_to_a_coverage_level(fitted, tmp_path):
     assert exit_.value.code == 2 and not (tmp_path / "never.ldm").exists()
 
 
-def test_noise_choices_are_the_packages_noise_kinds():
+@pytest.mark.parametrize("option,kinds", [("--noise", "NOISE_KINDS"), ("--observation", "OBSERVATIONS")])
+def test_choices_are_the_packages_kinds(option, kinds):
     """The parser lists the kinds itself (it does not import torch); they must not drift apart."""
+    import ldmfilter.nn
     from ldmfilter.cli import build_parser
-    from ldmfilter.nn import NOISE_KINDS
 
     fit = next(action for action in build_parser()._subparsers._group_actions[0].choices["fit"]._actions
-               if "--noise" in action.option_strings)
-    assert tuple(fit.choices) == NOISE_KINDS
+               if option in action.option_strings)
+    assert tuple(fit.choices) == getattr(ldmfilter.nn, kinds)

@@ -188,8 +188,8 @@ def assert_partition(model, groups):
 def test_parameter_groups_partition(noise):
     model = make_model(noise)
     groups = model.parameter_groups()
-    assert set(groups) == {"encoder", "predictor", "residual", "noise_head"}
-    assert groups["residual"] == []  # linear dynamics
+    assert set(groups) == {"encoder", "predictor", "residual", "noise_head", "observation"}
+    assert groups["residual"] == [] and groups["observation"] == []  # linear dynamics, linear observation
     assert_partition(model, groups)
     enc = {id(p) for p in model.encoder.parameters()}
     dyn = {id(p) for p in model.dynamics.parameters()}

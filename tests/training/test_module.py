@@ -136,7 +136,7 @@ def test_parameter_group_learning_rates(tiny):
     (optimizer,) = module.trainer.optimizers
     assert isinstance(optimizer, torch.optim.Adam)
     groups = {g["name"]: g for g in optimizer.param_groups}
-    assert set(groups) == {"encoder", "predictor", "noise_head"}  # linear dynamics: no residual group
+    assert set(groups) == {"encoder", "predictor", "noise_head"}  # linear dynamics and observation: no residual groups
     assert groups["encoder"]["lr"] == pytest.approx(base * 1.0)
     assert groups["predictor"]["lr"] == pytest.approx(base * 100.0)
     assert groups["noise_head"]["lr"] == pytest.approx(base * 1.0)
@@ -144,7 +144,8 @@ def test_parameter_group_learning_rates(tiny):
     by_name = model.parameter_groups()
     for name, group in groups.items():
         assert {id(p) for p in group["params"]} == {id(p) for p in by_name[name]}
-    assert DEFAULT_LR_MULTIPLIERS == {"encoder": 1.0, "predictor": 100.0, "residual": 100.0, "noise_head": 1.0}
+    assert DEFAULT_LR_MULTIPLIERS == {"encoder": 1.0, "predictor": 100.0, "residual": 100.0, "noise_head": 1.0,
+                                      "observation": 100.0}
 
 
 def test_parameter_group_learning_rates_default_schedule_and_overrides(tiny):

@@ -20,11 +20,11 @@ from ..io.disk_array import is_out_of_core
 from ..io.disk_input import open_disk
 from ..nn import (
     DYNAMICS,
+    OBSERVATIONS,
     RESIDUAL_ACTIVATIONS,
     ConvEncoder,
     LatentKalmanFilter,
     LatentRNNModel,
-    OBSERVATIONS,
     MLPEncoder,
     MLPObservation,
     RNNPredictor,

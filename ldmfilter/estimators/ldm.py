@@ -113,9 +113,9 @@ class LDMFilter(StateSpaceEstimator):
         Kalman predictor only).  Use it when frames can pin a latent while the state moves on (a
         blob clamped to the image border): the state can then stay an affine image of the
         position.  The update then conditions on the moments that ``moments`` gives for ``c(h)``
-        instead of being the exact Kalman update, and training records it with autograd (about
-        twice the step time of the first-order rule's hand-written reverse pass).  ``stream`` does
-        not support it.
+        instead of being the exact Kalman update, and training records it with autograd (a step
+        took 2.2–2.6× as long as with the linear map and the first-order rule's hand-written
+        reverse pass, ``benchmarks/results/nonlinear.md``).  ``stream`` does not support it.
     observation_hidden : tuple of int
         Hidden widths of ``g_φ``.
     max_epochs : int or None

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .encoders import make_mlp
+from .encoders import init_residual_mlp_, make_mlp
 
 __all__ = ["LinearDynamics", "MLPDynamics", "HiddenLayers", "LocalizedUnit", "DYNAMICS", "RESIDUAL_ACTIVATIONS", "spectral_radius"]
 
@@ -245,15 +245,8 @@ class MLPDynamics(LinearDynamics):
         if activation not in RESIDUAL_ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(RESIDUAL_ACTIVATIONS)}, got {activation!r}")
         unit_module, self._unit = RESIDUAL_ACTIVATIONS[activation]
-        self.residual = make_mlp(self.state_dim + self.control_dim, tuple(int(w) for w in hidden), self.state_dim, unit_module)
-        with torch.no_grad():
-            for layer in self.residual:
-                if isinstance(layer, nn.Linear) and layer is not self.residual[-1]:
-                    bound = 1.0 / layer.in_features**0.5
-                    layer.weight.copy_(torch.empty_like(layer.weight).uniform_(-bound, bound, generator=generator))
-                    layer.bias.zero_()
-            self.residual[-1].weight.zero_()
-            self.residual[-1].bias.zero_()
+        residual = make_mlp(self.state_dim + self.control_dim, tuple(int(w) for w in hidden), self.state_dim, unit_module)
+        self.residual = init_residual_mlp_(residual, generator)
 
     def forward(self, states: torch.Tensor, controls: torch.Tensor | None = None) -> torch.Tensor:
         """The transition ``f(h, u) = A (h − b) + b + B u + g_θ(h, u)`` on rows.

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["MLPEncoder", "ConvEncoder", "make_mlp", "ACTIVATIONS"]
+__all__ = ["MLPEncoder", "ConvEncoder", "make_mlp", "init_residual_mlp_", "ACTIVATIONS"]
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU}
 
@@ -28,6 +28,23 @@ def make_mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, activation="rel
     layers.append(nn.Linear(width, out_dim))
     return nn.Sequential(*layers)
 
+
+
+@torch.no_grad()
+def init_residual_mlp_(mlp: nn.Sequential, generator: torch.Generator | None = None) -> nn.Sequential:
+    """Initialise a residual MLP in place so that it starts at zero.
+
+    Hidden layers get weights uniform in ``±1/√fan_in`` (drawn from ``generator``) and zero biases;
+    the output layer is all zeros, so the model it is added to starts from its linear part.
+    """
+    for layer in mlp:
+        if isinstance(layer, nn.Linear) and layer is not mlp[-1]:
+            bound = 1.0 / layer.in_features**0.5
+            layer.weight.copy_(torch.empty_like(layer.weight).uniform_(-bound, bound, generator=generator))
+            layer.bias.zero_()
+    mlp[-1].weight.zero_()
+    mlp[-1].bias.zero_()
+    return mlp
 
 class _FrameEncoder(nn.Module):
     """Shared plumbing: check the trailing observation shape, map ``body`` over leading axes."""

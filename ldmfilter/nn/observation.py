@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .encoders import make_mlp
+from .encoders import init_residual_mlp_, make_mlp
 
 __all__ = ["MLPObservation", "OBSERVATIONS"]
 
@@ -39,15 +39,8 @@ class MLPObservation(nn.Module):
             raise ValueError(f"hidden must be one or more positive widths, got {hidden!r}")
         self.state_dim, self.latent_dim = int(state_dim), int(latent_dim)
         self.register_buffer("selection", torch.eye(self.latent_dim, self.state_dim))
-        self.residual = make_mlp(self.state_dim, tuple(int(w) for w in hidden), self.latent_dim, nn.Tanh)
-        with torch.no_grad():
-            for layer in self.residual:
-                if isinstance(layer, nn.Linear) and layer is not self.residual[-1]:
-                    bound = 1.0 / layer.in_features**0.5
-                    layer.weight.copy_(torch.empty_like(layer.weight).uniform_(-bound, bound, generator=generator))
-                    layer.bias.zero_()
-            self.residual[-1].weight.zero_()
-            self.residual[-1].bias.zero_()
+        residual = make_mlp(self.state_dim, tuple(int(w) for w in hidden), self.latent_dim, nn.Tanh)
+        self.residual = init_residual_mlp_(residual, generator)
 
     def forward(self, states: torch.Tensor) -> torch.Tensor:
         """``D h + g_φ(h)``, shape (N, L), for states (N, S)."""

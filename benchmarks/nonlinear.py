@@ -61,7 +61,7 @@ import numpy as np
 import torch
 
 from ldmfilter import LDMFilter, metrics
-from ldmfilter.nn import RESIDUAL_ACTIVATIONS
+from ldmfilter.nn import OBSERVATIONS, RESIDUAL_ACTIVATIONS
 from ldmfilter.estimators.forecast_calibration import METHODS as CALIBRATION_METHODS
 from ldmfilter.simulate import make_dotmotion, make_pendulum_video
 from ldmfilter.training.objectives import ldm_loss
@@ -125,7 +125,7 @@ def variants(rules=RULES, activations=("tanh",), observations=("linear",)):
          {"dynamics": "mlp", "moments": rule, "dynamics_activation": units})
         for units in activations for rule in rules
     ]
-    return [(name + ("" if observation == "linear" else f", {observation.upper()} observation"),
+    return [(name + OBSERVATION_LABEL.get(observation, ""),
              dict(extra, observation=observation))
             for observation in observations for name, extra in rows]
 
@@ -202,6 +202,13 @@ def render_cost(out: dict, settings: Settings) -> str:
 
 
 WOBBLY_PREDICTORS = ("linear", "mlp", "rnn")
+OBSERVATION_LABEL = {"mlp": ", MLP observation", "clamp": ", clamp observation"}  # section titles, rows
+OBSERVATION_TEXT = {  # the Kalman models' map from state to latents (--wobbly-observation): how the section describes it
+    "mlp": "; the map from state to latents `observation='mlp'` (`z = D h + g_φ(h)`, a tanh MLP (64,) that starts at "
+           "zero; first-order update)",
+    "clamp": "; the map from state to latents `observation='clamp'` (each latent its state coordinate between two "
+             "learned bounds that start at ∓1, slope 0.05 beyond, corners rounded with β = 10; first-order update)",
+}
 WOBBLY_NOISE_TEXT = {  # the Kalman models' observation noise (--wobbly-noise): how the section describes it
     "fixed": "the paper's fixed `R = exp(s)·I`",
     "input": "the noise head `R_t = exp(s)·diag(softplus(g(x_t)) + floor)` (`noise='input'`)",
@@ -224,7 +231,7 @@ def wobbly_models(settings: Settings, seed: int, epochs: int, predictors=WOBBLY_
         f", gradients clipped at {settings.wobbly_clip:g}" if settings.wobbly_clip is not None else "") + (
         f", {settings.wobbly_schedule} schedule" if settings.wobbly_schedule != "step" else "") + (
         f", learning rate ×{settings.wobbly_lr_scale:g}" if settings.wobbly_lr_scale != 1 else "") + (
-        ", MLP observation" if settings.wobbly_observation != "linear" else "")
+        OBSERVATION_LABEL.get(settings.wobbly_observation, ""))
     models = {
         "linear": (f"Kalman, linear ({r_form})", lambda: LDMFilter(**kalman)),
         "mlp": (f"Kalman, MLP {settings.dynamics_hidden}{_units(settings)} linearize ({r_form})", lambda: LDMFilter(
@@ -275,6 +282,10 @@ def run_wobbly_seed(settings: Settings, seed: int, log=print, predictors=WOBBLY_
         }
         log(f"  seed {seed} {name:<36s} R² {r2:.3f}  coverage {rows[name]['coverage']:.3f}  "
             f"NLL {rows[name]['nll']:.3f}  fit {fit_s:.0f} s")
+        if model.predictor == "kalman" and model.observation == "clamp":  # has the map learned where the latents pin?
+            observation, latents = model.model_.observation, model.transform(test.frames).reshape(-1, model.latent_dim)
+            log(f"  seed {seed} clamp bounds low {np.round(observation.low.tolist(), 3)} high "
+                f"{np.round(observation.high.tolist(), 3)}; test latents from {latents.min(0).round(3)} to {latents.max(0).round(3)}")
     return rows
 
 
@@ -310,8 +321,7 @@ def render_wobbly(per_seed: dict, settings: Settings) -> str:
         + (f", `schedule='{settings.wobbly_schedule}'`" if settings.wobbly_schedule != "step" else "")
         + (f"; the Kalman-MLP's residual units `dynamics_activation='{settings.wobbly_activation}'`"
            if settings.wobbly_activation != "tanh" else "")
-        + ("; the map from state to latents `observation='mlp'` (`z = D h + g_φ(h)`, a tanh MLP (64,) that starts at "
-           "zero; first-order update)" if settings.wobbly_observation != "linear" else "")
+        + OBSERVATION_TEXT.get(settings.wobbly_observation, "")
         + ". Probe: least squares from the filtered state means "
         "(RNN: latents) of the first 800 training sequences to the true position, R² on the test sequences. "
         "Beliefs: Kalman models, `fit_readout` on the same 800 sequences and the exact linear push-forward of "
@@ -518,11 +528,11 @@ def main(argv=None) -> dict:
                         help="wobbly part: also score an MLP read-out of the Kalman models' filtered states")
     parser.add_argument("--wobbly-lr-scale", type=float, default=1.0,
                         help="wobbly part: the Kalman models' learning rates as a multiple of the paper's (default 1)")
-    parser.add_argument("--wobbly-observation", choices=("linear", "mlp"), default="linear",
+    parser.add_argument("--wobbly-observation", choices=OBSERVATIONS, default="linear",
                         help="wobbly part: the Kalman models' map from state to latents (LDMFilter's observation; default linear)")
     parser.add_argument("--cost-activations", nargs="+", choices=sorted(RESIDUAL_ACTIVATIONS), default=["tanh"],
                         help="cost part: time the MLP predictor with each of these residual units (default tanh)")
-    parser.add_argument("--cost-observations", nargs="+", choices=("linear", "mlp"), default=["linear"],
+    parser.add_argument("--cost-observations", nargs="+", choices=OBSERVATIONS, default=["linear"],
                         help="cost part: time every predictor with each of these maps from state to latents (default linear)")
     parser.add_argument("--forecast-data", nargs="+", choices=("pendulum", "lorenz"), help="data sets of the forecast part")
     parser.add_argument("--pendulum-epochs", type=int, help="epochs of every pendulum model (default: the recipe's 2)")
@@ -573,7 +583,7 @@ def main(argv=None) -> dict:
             + (f", {settings.wobbly_activation} residual units" if settings.wobbly_activation != "tanh" else "")
             + (", MLP read-out" if settings.wobbly_mlp_readout else "")
             + (f", learning rate ×{settings.wobbly_lr_scale:g}" if settings.wobbly_lr_scale != 1 else "")
-            + (", MLP observation" if settings.wobbly_observation != "linear" else ""),
+            + (OBSERVATION_LABEL.get(settings.wobbly_observation, "")),
             "forecast": "forecast" if (args.forecast_data is None and args.pendulum_epochs is None and not args.lorenz_levels
                                        and settings.multistep == 1)
             else f"forecast, {' and '.join(settings.forecast_data)}" + (

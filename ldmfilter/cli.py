@@ -409,8 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--moments", choices=("linearize", "unscented", "cubature"), default="linearize",
         help="moment rule of --dynamics mlp and --observation mlp (default linearize)",
     )
-    fit.add_argument("--observation", choices=("linear", "mlp"), default="linear",
-                     help="map from state to latents: linear, or linear + an MLP that can saturate (default linear)")
+    fit.add_argument("--observation", choices=("linear", "mlp", "clamp"), default="linear",
+                     help="map from state to latents: linear, linear + an MLP, or each latent clamped between learned "
+                          "bounds (default linear)")
     fit.add_argument("--controls", nargs="+", metavar="COL", help="channels of DATA that are control inputs of the transition")
     fit.add_argument("--multistep", type=_positive_int, default=1, metavar="K",
                      help="the objective also scores the 2- to K-step predictions (default 1: one step)")

@@ -22,6 +22,7 @@ from ..nn import (
     DYNAMICS,
     OBSERVATIONS,
     RESIDUAL_ACTIVATIONS,
+    ClampObservation,
     ConvEncoder,
     LatentKalmanFilter,
     LatentRNNModel,
@@ -281,6 +282,8 @@ class LDMFilter(StateSpaceEstimator):
         observation = None
         if self.observation == "mlp":
             observation = MLPObservation(self.state_dim, self.latent_dim, self.observation_hidden, generator)
+        elif self.observation == "clamp":
+            observation = ClampObservation(self.state_dim, self.latent_dim)
         return LatentKalmanFilter(encoder, dynamics, noise, normalizer, moments=self.moments, observation=observation)
 
     def _training_plan(self, n_series: int, steps: int) -> tuple[int | None, int | None, int]:

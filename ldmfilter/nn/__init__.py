@@ -4,7 +4,7 @@ from .dynamics import DYNAMICS, RESIDUAL_ACTIVATIONS, HiddenLayers, LinearDynami
 from .encoders import ConvEncoder, MLPEncoder, make_mlp
 from .latent_filter import LatentKalmanFilter, PredictiveOutput
 from .noise import NOISE_KINDS, InputDependentNoise, LearnedDiagonalNoise, ScaledIdentityNoise, make_noise
-from .observation import OBSERVATIONS, MLPObservation
+from .observation import OBSERVATIONS, ClampObservation, MLPObservation
 from .readout import LinearReadout, MLPReadout, fit_affine, readout_from_spec
 from .rnn_predictor import LatentRNNModel, RNNPredictor
 
@@ -27,6 +27,7 @@ __all__ = [
     "NOISE_KINDS",
     "make_noise",
     "MLPObservation",
+    "ClampObservation",
     "OBSERVATIONS",
     "LinearReadout",
     "MLPReadout",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .encoders import init_residual_mlp_, make_mlp
 
-__all__ = ["MLPObservation", "OBSERVATIONS"]
+__all__ = ["ClampObservation", "MLPObservation", "OBSERVATIONS"]
 
-OBSERVATIONS = ("linear", "mlp")
-"""Observation maps of the latent Kalman filter: ``"linear"`` (``z = D h``, the paper's) or ``"mlp"``."""
+OBSERVATIONS = ("linear", "mlp", "clamp")
+"""Observation maps of the latent Kalman filter: ``"linear"`` (``z = D h``, the paper's), ``"mlp"`` or ``"clamp"``."""
 
 
 class MLPObservation(nn.Module):
@@ -60,3 +61,55 @@ class MLPObservation(nn.Module):
         out = layers[-1]
         value = states @ self.selection.mT + activation @ out.weight.mT + out.bias
         return value, self.selection + out.weight @ jacobian
+
+
+class ClampObservation(nn.Module):
+    """``z_i = clamp(h_i)``: each latent is its state coordinate between two learned bounds, nearly flat beyond.
+
+    On each observed coordinate ``x = h_i`` (``i < L``; the hidden coordinates are not seen)::
+
+        c(x)  = lo_i + (softplus(β (x − lo_i)) − softplus(β (x − hi_i))) / β
+        z_i   = (1 − ε) c(x) + ε x
+
+    ``c`` is the identity between ``lo_i`` and ``hi_i`` with corners rounded over about ``1/β``
+    and constant beyond; the leak ``ε`` keeps a small slope there, so that a state outside the
+    band is still (weakly) seen and still gets gradients.  The map is for frames that pin a
+    latent while what generates them moves on (a blob clamped to the image border): the state
+    can follow the true position out of the band while the predicted latent stays near the
+    bound.  Unlike :class:`MLPObservation` it cannot warp the seen range, so inside the band the
+    state stays the affine image of the latents that the linear map gives.  The bounds start at
+    ``∓1`` and are free: if they cross (``lo > hi``), the map between them is a reflection.
+
+    Parameters
+    ----------
+    state_dim, latent_dim : int
+    sharpness : float
+        ``β``, in the latents' units.
+    leak : float
+        ``ε``, the slope outside the band, in ``[0, 1)``.
+    """
+
+    def __init__(self, state_dim: int, latent_dim: int, sharpness: float = 10.0, leak: float = 0.05):
+        super().__init__()
+        if not sharpness > 0:
+            raise ValueError(f"sharpness must be positive, got {sharpness!r}")
+        if not 0 <= leak < 1:
+            raise ValueError(f"leak must be in [0, 1), got {leak!r}")
+        self.state_dim, self.latent_dim = int(state_dim), int(latent_dim)
+        self.sharpness, self.leak = float(sharpness), float(leak)
+        self.register_buffer("selection", torch.eye(self.latent_dim, self.state_dim))
+        self.low = nn.Parameter(-torch.ones(self.latent_dim))
+        self.high = nn.Parameter(torch.ones(self.latent_dim))
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        """The clamped observed coordinates, shape (N, L), for states (N, S)."""
+        x, beta = states[..., : self.latent_dim], self.sharpness
+        clamped = self.low + (F.softplus(beta * (x - self.low)) - F.softplus(beta * (x - self.high))) / beta
+        return (1.0 - self.leak) * clamped + self.leak * x
+
+    def value_and_jacobian(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The map and its Jacobian ``diag((1 − ε)(σ(β(x − lo)) − σ(β(x − hi))) + ε) D`` at states
+        (N, S): shapes (N, L) and (N, L, S)."""
+        x, beta = states[..., : self.latent_dim], self.sharpness
+        slope = torch.sigmoid(beta * (x - self.low)) - torch.sigmoid(beta * (x - self.high))
+        return self(states), ((1.0 - self.leak) * slope + self.leak)[..., None] * self.selection

@@ -7,8 +7,8 @@ Three parts, each writing its own section of ``benchmarks/results/nonlinear.md``
   linear transition and with ``dynamics="mlp"`` under each moment rule, on two workloads: the
   paper's figure-8 recipe (10×10 frames, MLP encoder, S=10, L=5, fixed R) and the pendulum
   recipe (24×24 frames, linear encoder, S=16, L=10, input-dependent R).  Medians of
-  interleaved rounds (every predictor timed in each round).  ``--cost-observations linear mlp``
-  also times every predictor with ``observation="mlp"``.
+  interleaved rounds (every predictor timed in each round).  ``--cost-observations linear mlp clamp``
+  also times every predictor with ``observation="mlp"`` and ``"clamp"``.
 * ``wobbly``: the identifiability experiment (METHOD.md §5): Kalman-linear vs Kalman-MLP vs the
   paper's RNN predictor, all with the kNN-entropy objective and the paper's 10×200 encoder;
   linear-probe R² from the filtered state (the RNN: from its latents) to the true 2-D position
@@ -23,9 +23,9 @@ Three parts, each writing its own section of ``benchmarks/results/nonlinear.md``
   ``--wobbly-clip C`` clips their gradient norm at ``C``; ``--wobbly-state-dim S`` and
   ``--wobbly-schedule NAME`` set their state dimension (default 4) and learning-rate schedule
   (default the paper's ``"step"``), ``--wobbly-lr-scale F`` their learning rates (``F`` times the
-  paper's, every parameter group alike), ``--wobbly-observation mlp`` their map from state to latents
-  (``LDMFilter(observation="mlp")``: ``z = D h + g_φ(h)``, which can saturate where the frames
-  pin a latent).
+  paper's, every parameter group alike), ``--wobbly-observation mlp|clamp`` their map from state to
+  latents (``LDMFilter(observation=...)``: ``z = D h + g_φ(h)``, or each latent clamped between
+  learned bounds; both can saturate where the frames pin a latent).
 * ``forecast``: ``pendulum_video`` and ``lorenz`` (the suite's data): linear vs nonlinear
   predictors, multi-step forecasts of the targets (sin θ, cos θ for the pendulum; the true
   state for Lorenz-63) from origins inside each test sequence; NLL, CRPS and 90% coverage at
@@ -40,7 +40,7 @@ Three parts, each writing its own section of ``benchmarks/results/nonlinear.md``
     python benchmarks/nonlinear.py [--quick] [--parts cost wobbly forecast] [--seeds 0 1 2] [--no-write]
                                    [--wobbly-noise fixed|input] [--wobbly-clip C] [--wobbly-state-dim S]
                                    [--wobbly-schedule step|linear|cosine|constant] [--wobbly-lr-scale F]
-                                   [--wobbly-observation linear|mlp] [--cost-observations linear|mlp ...]
+                                   [--wobbly-observation linear|mlp|clamp] [--cost-observations linear|mlp|clamp ...]
                                    [--calibrate [likelihood] [coverage]] [--multistep K] [--lorenz-levels DB ...]
 """
 

@@ -108,16 +108,19 @@ class LDMFilter(StateSpaceEstimator):
     dynamics_activation : {"tanh", "localized"}
         Hidden units of ``g_θ``: tanh, or ``x·exp(−x²/2)``, which fades away from the data, so
         that far from them only the linear part acts (see :class:`~ldmfilter.nn.MLPDynamics`).
-    observation : {"linear", "mlp"}
-        Map from the state to the latents: the paper's ``z = D h`` (``D = [I 0]``), or ``z = D h +
-        g_φ(h)`` with a tanh MLP ``g_φ`` that starts at zero (:class:`~ldmfilter.nn.MLPObservation`;
-        Kalman predictor only).  It is meant for frames that can pin a latent while the state
-        moves on (a blob clamped to the image border): the state can then stay an affine image
-        of the position.  On the wobbly video it lifted one seed's probe R² from 0.89 to 0.95 and
-        let another collapse (``docs/nonlinear.md``).  The update then conditions on the moments that ``moments`` gives for ``c(h)``
-        instead of being the exact Kalman update, and training records it with autograd (a step
-        took 2.2–2.6× as long as with the linear map and the first-order rule's hand-written
-        reverse pass, ``benchmarks/results/nonlinear.md``).  ``stream`` does not support it.
+    observation : {"linear", "mlp", "clamp"}
+        Map ``c(h)`` from the state to the latents: the paper's ``z = D h`` (``D = [I 0]``);
+        ``z = D h + g_φ(h)`` with a tanh MLP ``g_φ`` that starts at zero
+        (:class:`~ldmfilter.nn.MLPObservation`); or each latent its state coordinate between two
+        learned bounds, with a small slope beyond (:class:`~ldmfilter.nn.ClampObservation`).
+        Kalman predictor only.  The nonlinear maps are meant for frames that can pin a latent
+        while the state moves on (a blob clamped to the image border): the state can then stay an
+        affine image of the position.  ``"clamp"`` cannot warp the seen range, ``"mlp"`` can, and
+        then a linear probe of the state is no longer assured (``docs/nonlinear.md``).  The
+        update conditions on the moments that ``moments`` gives for ``c(h)`` instead of being the
+        exact Kalman update, and training records it with autograd (with ``"mlp"`` a step took
+        2.2–2.6× as long as with the linear map and the first-order rule's hand-written reverse
+        pass, ``benchmarks/results/nonlinear.md``).  ``stream`` does not support them.
     observation_hidden : tuple of int
         Hidden widths of ``g_φ``.
     max_epochs : int or None
@@ -616,7 +619,7 @@ class LDMFilter(StateSpaceEstimator):
         Raises
         ------
         ValueError
-            For a model with ``observation="mlp"`` (the live filter's update is the linear one).
+            For a model with a nonlinear ``observation`` map (the live filter's update is the linear one).
         """
         if self.observation != "linear":
             raise ValueError(f"stream() supports the linear observation map only; this model has observation={self.observation!r}")

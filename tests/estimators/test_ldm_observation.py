@@ -1,5 +1,5 @@
-"""``LDMFilter(observation="mlp")``: training moves the map, the user surface works on it, files keep it,
-and bad settings are refused."""
+"""``LDMFilter(observation="mlp" | "clamp")``: training moves the map, the user surface works on it, files
+keep it, and bad settings are refused."""
 
 from __future__ import annotations
 
@@ -18,17 +18,27 @@ def clamped():
     return data.frames[:, :30], data.target[:, :30]
 
 
-@pytest.fixture(scope="module", params=["linear", "mlp"])
+@pytest.fixture(scope="module", params=[("linear", "mlp"), ("mlp", "mlp"), ("mlp", "clamp")], ids=lambda p: "-".join(p))
 def fitted(request, clamped):
     frames, positions = clamped
-    model = LDMFilter(state_dim=4, latent_dim=2, objective="knn", dynamics=request.param, observation="mlp",
+    dynamics, observation = request.param
+    model = LDMFilter(state_dim=4, latent_dim=2, objective="knn", dynamics=dynamics, observation=observation,
                       observation_hidden=(16,), max_epochs=3, verbose=False, dtype="float64")
     return model.fit(frames, targets=positions)
 
 
+def moved_parameter(model) -> torch.nn.Parameter:
+    """The map's parameter that starts at a known value: the MLP's output weights (zero) or the clamp's low bounds (−1)."""
+    observation = model.model_.observation
+    return observation.residual[-1].weight if model.observation == "mlp" else observation.low
+
+
+def initial_value(model) -> float:
+    return 0.0 if model.observation == "mlp" else -1.0
+
+
 def test_training_moves_the_observation_map(fitted):
-    output = fitted.model_.observation.residual[-1]
-    assert float(output.weight.detach().abs().sum()) > 0  # started at zero
+    assert not torch.all(moved_parameter(fitted) == initial_value(fitted))
     assert np.isfinite(fitted.loss_history_).all()
 
 
@@ -48,30 +58,31 @@ def test_filter_smooth_forecast_and_score(fitted, clamped):
 
 
 def test_the_filter_uses_the_observation_map(fitted, clamped):
-    """Zeroing the fitted map's residual changes the beliefs: the filter does go through it."""
+    """Resetting the fitted map's parameter to its start changes the beliefs: the filter does go through it."""
     frames, _ = clamped
     before = fitted.filter(frames[:2]).mean
-    residual = fitted.model_.observation.residual[-1]
-    saved = residual.weight.detach().clone()
+    parameter = moved_parameter(fitted)
+    saved = parameter.detach().clone()
     try:
         with torch.no_grad():
-            residual.weight.zero_()
+            parameter.fill_(initial_value(fitted))
         assert not np.allclose(fitted.filter(frames[:2]).mean, before)
     finally:
         with torch.no_grad():
-            residual.weight.copy_(saved)
+            parameter.copy_(saved)
 
 
 def test_save_and_load_keep_the_map(fitted, clamped, tmp_path):
     frames, _ = clamped
     path = fitted.save(tmp_path / "model.ldm")
     loaded = load(path)
-    assert loaded.observation == "mlp" and loaded.observation_hidden == (16,)
+    assert loaded.observation == fitted.observation and loaded.observation_hidden == (16,)
+    torch.testing.assert_close(moved_parameter(loaded), moved_parameter(fitted), rtol=0, atol=0)
     np.testing.assert_array_equal(loaded.filter(frames[:2]).mean, fitted.filter(frames[:2]).mean)
 
 
 def test_stream_refuses_a_nonlinear_map(fitted):
-    with pytest.raises(ValueError, match="observation='mlp'"):
+    with pytest.raises(ValueError, match=f"observation='{fitted.observation}'"):
         fitted.stream()
 
 
@@ -88,13 +99,12 @@ def test_bad_settings_are_refused(bad, match, clamped):
         LDMFilter(verbose=False, **bad).fit(frames[:2, :5])
 
 
-def test_the_observation_group_takes_its_learning_rate(clamped):
+@pytest.mark.parametrize("observation", ["mlp", "clamp"])
+def test_the_observation_group_takes_its_learning_rate(observation, clamped):
     """lr_multipliers={'observation': 0} freezes the map (Adam's weight decay scales with the rate too)."""
     frames, _ = clamped
-    model = LDMFilter(state_dim=4, latent_dim=2, objective="knn", observation="mlp", max_epochs=1, verbose=False,
-                      lr_multipliers={"observation": 0.0}).fit(frames[:8])
-    first = model.model_.observation.residual[0].weight
-    fresh = LDMFilter(state_dim=4, latent_dim=2, observation="mlp", verbose=False)
-    fresh_first = fresh._build_model(frames.shape[2:], torch.nn.Identity()).observation.residual[0].weight
-    torch.testing.assert_close(first, fresh_first.to(first.dtype), rtol=0, atol=0)
-    assert float(model.model_.observation.residual[-1].weight.detach().abs().sum()) == 0.0
+    options = dict(state_dim=4, latent_dim=2, observation=observation, verbose=False)
+    model = LDMFilter(objective="knn", max_epochs=1, lr_multipliers={"observation": 0.0}, **options).fit(frames[:8])
+    fresh = LDMFilter(**options)._build_model(frames.shape[2:], torch.nn.Identity()).observation
+    for (name, trained), start in zip(model.model_.observation.named_parameters(), fresh.parameters()):
+        torch.testing.assert_close(trained, start.to(trained.dtype), rtol=0, atol=0, msg=name)

@@ -1,5 +1,6 @@
-"""``MLPObservation`` and the ``LatentKalmanFilter`` with a nonlinear observation map: the linear
-reduction for every moment rule, the Jacobian, an independent EKF, the scores and the gradients."""
+"""``MLPObservation``, ``ClampObservation`` and the ``LatentKalmanFilter`` with a nonlinear observation
+map: the linear reduction for every moment rule, the Jacobians, the clamp's shape, an independent EKF,
+the scores and the gradients."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ import pytest
 import torch
 
 from ldmfilter.gaussian import MOMENT_RULES, function_belief_log_likelihood
-from ldmfilter.nn import LatentKalmanFilter, LinearDynamics, MLPDynamics, MLPEncoder, MLPObservation, make_noise
+from ldmfilter.nn import (
+    ClampObservation,
+    LatentKalmanFilter,
+    LinearDynamics,
+    MLPDynamics,
+    MLPEncoder,
+    MLPObservation,
+    make_noise,
+)
 from ldmfilter.training.objectives import ldm_loss
 
 DT = torch.float64
@@ -40,6 +49,19 @@ def observation(hidden=(8,), random_output=False):
     return obs
 
 
+def clamp(low=(-0.4, 0.3), high=(0.5, -0.2), leak=0.05):
+    """A clamp with set bounds (by default one band ordered, one crossed)."""
+    obs = ClampObservation(S, L, leak=leak).to(DT)
+    with torch.no_grad():
+        obs.low.copy_(torch.tensor(low, dtype=DT))
+        obs.high.copy_(torch.tensor(high, dtype=DT))
+    return obs
+
+
+BENT = {"mlp": lambda: observation(random_output=True), "clamp": clamp}
+"""The nonlinear maps, each set away from the identity."""
+
+
 def latent_filter(dyn, obs=None, moments="linearize", noise="fixed"):
     torch.manual_seed(0)
     encoder = MLPEncoder(OBS, L, hidden=(8,))
@@ -55,20 +77,54 @@ def test_starts_at_the_linear_map():
     torch.testing.assert_close(jac, torch.eye(L, S, dtype=DT).expand(5, L, S), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("hidden", [(8,), (7, 5)])
-def test_value_and_jacobian_match_autodiff(hidden):
-    obs = observation(hidden, random_output=True)
+@pytest.mark.parametrize("make", [lambda: observation((8,), True), lambda: observation((7, 5), True), clamp,
+                                  lambda: clamp(leak=0.0)], ids=["mlp (8,)", "mlp (7, 5)", "clamp", "clamp, no leak"])
+def test_value_and_jacobian_match_autodiff(make):
+    obs = make()
     h = torch.randn(6, S, dtype=DT)
     value, jac = obs.value_and_jacobian(h)
     expected = torch.func.vmap(torch.func.jacrev(lambda x: obs(x[None])[0]))(h)
     torch.testing.assert_close(value, obs(h), rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(jac, expected, rtol=1e-12, atol=1e-12)
-    assert not torch.allclose(jac, torch.eye(L, S, dtype=DT).expand_as(jac))  # the residual does bend the map
+    torch.testing.assert_close(jac, expected, rtol=1e-12, atol=1e-9)  # torch's softplus turns linear at β x > 20
+    assert not torch.allclose(jac, torch.eye(L, S, dtype=DT).expand_as(jac))  # the map does bend
 
 
-def test_rejects_empty_hidden_layers():
-    with pytest.raises(ValueError, match="hidden"):
-        MLPObservation(S, L, ())
+@pytest.mark.parametrize("build,match", [(lambda: MLPObservation(S, L, ()), "hidden"),
+                                         (lambda: ClampObservation(S, L, sharpness=0.0), "sharpness"),
+                                         (lambda: ClampObservation(S, L, leak=1.0), "leak"),
+                                         (lambda: ClampObservation(S, L, leak=-0.1), "leak")])
+def test_rejects_bad_settings(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+def test_clamp_is_the_identity_inside_its_band_and_flat_beyond():
+    obs = clamp(low=(-1.0, -0.5), high=(1.0, 2.0), leak=0.0)
+    inside = torch.tensor([[0.3, 0.7, 5.0, -5.0], [-0.5, 1.5, 0.0, 0.0]], dtype=DT)  # the hidden coordinates are not seen
+    value, jac = obs.value_and_jacobian(inside)
+    torch.testing.assert_close(value, inside[:, :L], rtol=0, atol=1e-3)  # off by exp(−β d)/β at d = 0.5 from a bound
+    torch.testing.assert_close(jac, torch.eye(L, S, dtype=DT).expand(2, L, S), rtol=0, atol=1e-2)
+    beyond = torch.tensor([[3.0, -4.0, 0.0, 0.0], [-2.5, 9.0, 1.0, 1.0]], dtype=DT)
+    value, jac = obs.value_and_jacobian(beyond)
+    torch.testing.assert_close(value, torch.tensor([[1.0, -0.5], [-1.0, 2.0]], dtype=DT), rtol=0, atol=1e-6)
+    torch.testing.assert_close(jac, torch.zeros(2, L, S, dtype=DT), rtol=0, atol=1e-6)
+
+
+def test_clamp_leaks_beyond_its_band_and_reflects_between_crossed_bounds():
+    leaky = clamp(low=(-1.0, -1.0), high=(1.0, 1.0), leak=0.05)
+    h = torch.tensor([[3.0, -4.0, 0.0, 0.0]], dtype=DT)
+    value, jac = leaky.value_and_jacobian(h)
+    torch.testing.assert_close(value, torch.tensor([[0.95 + 0.15, -0.95 - 0.2]], dtype=DT), rtol=0, atol=1e-6)
+    torch.testing.assert_close(jac[0], 0.05 * torch.eye(L, S, dtype=DT), rtol=0, atol=1e-6)
+    crossed = clamp(low=(1.0, 1.0), high=(-1.0, -1.0), leak=0.0)
+    h = torch.tensor([[0.1, -0.2, 0.0, 0.0]], dtype=DT)
+    torch.testing.assert_close(crossed(h), -h[:, :L], rtol=0, atol=1e-4)  # lo + hi − x, rounded as inside a band
+
+
+def test_clamp_starts_with_the_band_from_minus_one_to_one():
+    obs = ClampObservation(S, L)
+    assert obs.low.tolist() == [-1.0] * L and obs.high.tolist() == [1.0] * L
+    assert (obs.sharpness, obs.leak) == (10.0, 0.05)
 
 
 @pytest.mark.parametrize("moments", sorted(MOMENT_RULES))
@@ -109,8 +165,9 @@ def reference_ekf(z, dyn, obs, R):
 
 
 @pytest.mark.parametrize("kind", ["linear", "mlp"])
-def test_first_order_rule_is_the_extended_kalman_filter(kind):
-    dyn, obs = dynamics(kind), observation(random_output=True)
+@pytest.mark.parametrize("bent", sorted(BENT))
+def test_first_order_rule_is_the_extended_kalman_filter(kind, bent):
+    dyn, obs = dynamics(kind), BENT[bent]()
     model = latent_filter(dyn, obs)
     x = torch.randn(2, 8, *OBS, dtype=DT)
     with torch.no_grad():
@@ -123,8 +180,9 @@ def test_first_order_rule_is_the_extended_kalman_filter(kind):
 
 
 @pytest.mark.parametrize("moments", sorted(MOMENT_RULES))
-def test_score_of_the_filtered_latents_is_the_filters_log_likelihood(moments):
-    model = latent_filter(dynamics("mlp"), observation(random_output=True), moments)
+@pytest.mark.parametrize("bent", sorted(BENT))
+def test_score_of_the_filtered_latents_is_the_filters_log_likelihood(moments, bent):
+    model = latent_filter(dynamics("mlp"), BENT[bent](), moments)
     x = torch.randn(3, 7, *OBS, dtype=DT)
     mask = torch.ones(3, 7, dtype=torch.bool)
     mask[0, 2] = False
@@ -135,8 +193,9 @@ def test_score_of_the_filtered_latents_is_the_filters_log_likelihood(moments):
 
 
 @pytest.mark.parametrize("objective", ["stopgrad", "knn"])
-def test_gradients_reach_the_observation_map_and_the_encoder(objective):
-    obs = observation(random_output=True)
+@pytest.mark.parametrize("bent", sorted(BENT))
+def test_gradients_reach_the_observation_map_and_the_encoder(objective, bent):
+    obs = BENT[bent]()
     model = latent_filter(dynamics("linear"), obs)
     loss = ldm_loss(model(torch.randn(4, 10, *OBS, dtype=DT)), objective, multistep=3)
     loss.backward()

@@ -89,7 +89,7 @@ class ClampObservation(nn.Module):
         ``ε``, the slope outside the band, in ``[0, 1)``.
     """
 
-    def __init__(self, state_dim: int, latent_dim: int, sharpness: float = 10.0, leak: float = 0.05):
+    def __init__(self, state_dim: int, latent_dim: int, sharpness: float = 10.0, leak: float = 0.0):
         super().__init__()
         if not sharpness > 0:
             raise ValueError(f"sharpness must be positive, got {sharpness!r}")

@@ -124,7 +124,7 @@ def test_clamp_leaks_beyond_its_band_and_reflects_between_crossed_bounds():
 def test_clamp_starts_with_the_band_from_minus_one_to_one():
     obs = ClampObservation(S, L)
     assert obs.low.tolist() == [-1.0] * L and obs.high.tolist() == [1.0] * L
-    assert (obs.sharpness, obs.leak) == (10.0, 0.05)
+    assert (obs.sharpness, obs.leak) == (10.0, 0.0)
 
 
 @pytest.mark.parametrize("moments", sorted(MOMENT_RULES))

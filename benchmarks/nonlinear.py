@@ -583,7 +583,7 @@ def main(argv=None) -> dict:
             + (f", {settings.wobbly_activation} residual units" if settings.wobbly_activation != "tanh" else "")
             + (", MLP read-out" if settings.wobbly_mlp_readout else "")
             + (f", learning rate ×{settings.wobbly_lr_scale:g}" if settings.wobbly_lr_scale != 1 else "")
-            + (OBSERVATION_LABEL.get(settings.wobbly_observation, "")),
+            + OBSERVATION_LABEL.get(settings.wobbly_observation, ""),
             "forecast": "forecast" if (args.forecast_data is None and args.pendulum_epochs is None and not args.lorenz_levels
                                        and settings.multistep == 1)
             else f"forecast, {' and '.join(settings.forecast_data)}" + (

@@ -407,7 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--dynamics", choices=("linear", "mlp"), default="linear", help="transition: linear, or linear + a bounded MLP (default linear)")
     fit.add_argument(
         "--moments", choices=("linearize", "unscented", "cubature"), default="linearize",
-        help="moment rule of --dynamics mlp and --observation mlp (default linearize)",
+        help="moment rule of --dynamics mlp and of a nonlinear --observation (default linearize)",
     )
     fit.add_argument("--observation", choices=("linear", "mlp", "clamp"), default="linear",
                      help="map from state to latents: linear, linear + an MLP, or each latent clamped between learned "

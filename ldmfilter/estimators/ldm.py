@@ -112,7 +112,7 @@ class LDMFilter(StateSpaceEstimator):
         Map ``c(h)`` from the state to the latents: the paper's ``z = D h`` (``D = [I 0]``);
         ``z = D h + g_φ(h)`` with a tanh MLP ``g_φ`` that starts at zero
         (:class:`~ldmfilter.nn.MLPObservation`); or each latent its state coordinate between two
-        learned bounds, with a small slope beyond (:class:`~ldmfilter.nn.ClampObservation`).
+        learned bounds, flat beyond (:class:`~ldmfilter.nn.ClampObservation`).
         Kalman predictor only.  The nonlinear maps are meant for frames that can pin a latent
         while the state moves on (a blob clamped to the image border): the state can then stay an
         affine image of the position.  ``"clamp"`` cannot warp the seen range, ``"mlp"`` can, and

@@ -29,7 +29,6 @@ def make_mlp(in_dim: int, hidden: tuple[int, ...], out_dim: int, activation="rel
     return nn.Sequential(*layers)
 
 
-
 @torch.no_grad()
 def init_residual_mlp_(mlp: nn.Sequential, generator: torch.Generator | None = None) -> nn.Sequential:
     """Initialise a residual MLP in place so that it starts at zero.
@@ -45,6 +44,7 @@ def init_residual_mlp_(mlp: nn.Sequential, generator: torch.Generator | None = N
     mlp[-1].weight.zero_()
     mlp[-1].bias.zero_()
     return mlp
+
 
 class _FrameEncoder(nn.Module):
     """Shared plumbing: check the trailing observation shape, map ``body`` over leading axes."""

@@ -97,6 +97,7 @@ class Settings:
     wobbly_mlp_readout: bool = False  # also score an MLP read-out (fit_readout(..., "mlp")) of the Kalman models' state
     wobbly_lr_scale: float = 1.0  # the Kalman models' learning rates, as a multiple of the paper's (every group alike)
     wobbly_observation: str = "linear"  # the Kalman models' map from state to latents (LDMFilter's observation)
+    wobbly_moments: str = "linearize"  # the Kalman models' moment rule (LDMFilter's moments)
     pendulum_train: int = 1000
     pendulum_test: int = 300
     pendulum_origins: tuple = (40, 55)
@@ -205,10 +206,10 @@ WOBBLY_PREDICTORS = ("linear", "mlp", "rnn")
 OBSERVATION_LABEL = {"mlp": ", MLP observation", "clamp": ", clamp observation"}  # section titles, rows
 OBSERVATION_TEXT = {  # the Kalman models' map from state to latents (--wobbly-observation): how the section describes it
     "mlp": "; the map from state to latents `observation='mlp'` (`z = D h + g_φ(h)`, a tanh MLP (64,) that starts at "
-           "zero; first-order update)",
+           "zero)",
     "clamp": "; the map from state to latents `observation='clamp'` (each latent its state coordinate between two "
              "learned bounds that start at ∓1 and learn at the encoder's rate, flat beyond, corners rounded with "
-             "β = 10; first-order update)",
+             "β = 10)",
 }
 WOBBLY_NOISE_TEXT = {  # the Kalman models' observation noise (--wobbly-noise): how the section describes it
     "fixed": "the paper's fixed `R = exp(s)·I`",
@@ -224,7 +225,8 @@ def wobbly_models(settings: Settings, seed: int, epochs: int, predictors=WOBBLY_
     common = dict(objective="knn", latent_dim=2, hidden=(200,) * 10, max_epochs=epochs, random_state=seed,
                   verbose=False)
     kalman = dict(common, state_dim=settings.wobbly_state_dim, noise=settings.wobbly_noise, schedule=settings.wobbly_schedule,
-                  learning_rate=settings.wobbly_lr_scale * PAPER_LEARNING_RATE, observation=settings.wobbly_observation)
+                  learning_rate=settings.wobbly_lr_scale * PAPER_LEARNING_RATE, observation=settings.wobbly_observation,
+                  moments=settings.wobbly_moments)
     if settings.wobbly_clip is not None:
         kalman["trainer_kwargs"] = {"gradient_clip_val": settings.wobbly_clip}
     noise = settings.wobbly_noise
@@ -232,10 +234,11 @@ def wobbly_models(settings: Settings, seed: int, epochs: int, predictors=WOBBLY_
         f", gradients clipped at {settings.wobbly_clip:g}" if settings.wobbly_clip is not None else "") + (
         f", {settings.wobbly_schedule} schedule" if settings.wobbly_schedule != "step" else "") + (
         f", learning rate ×{settings.wobbly_lr_scale:g}" if settings.wobbly_lr_scale != 1 else "") + (
-        OBSERVATION_LABEL.get(settings.wobbly_observation, ""))
+        OBSERVATION_LABEL.get(settings.wobbly_observation, "")) + (
+        f", {settings.wobbly_moments} rule" if settings.wobbly_moments != "linearize" else "")
     models = {
         "linear": (f"Kalman, linear ({r_form})", lambda: LDMFilter(**kalman)),
-        "mlp": (f"Kalman, MLP {settings.dynamics_hidden}{_units(settings)} linearize ({r_form})", lambda: LDMFilter(
+        "mlp": (f"Kalman, MLP {settings.dynamics_hidden}{_units(settings)} {settings.wobbly_moments} ({r_form})", lambda: LDMFilter(
             dynamics="mlp", dynamics_hidden=settings.dynamics_hidden, dynamics_activation=settings.wobbly_activation,
             **kalman)),
         "rnn": ("RNN predictor (paper)", lambda: LDMFilter(predictor="rnn", **common)),
@@ -323,6 +326,8 @@ def render_wobbly(per_seed: dict, settings: Settings) -> str:
         + (f"; the Kalman-MLP's residual units `dynamics_activation='{settings.wobbly_activation}'`"
            if settings.wobbly_activation != "tanh" else "")
         + OBSERVATION_TEXT.get(settings.wobbly_observation, "")
+        + (f", moment rule `moments='{settings.wobbly_moments}'`"
+           if settings.wobbly_moments != "linearize" or settings.wobbly_observation != "linear" else "")
         + ". Probe: least squares from the filtered state means "
         "(RNN: latents) of the first 800 training sequences to the true position, R² on the test sequences. "
         "Beliefs: Kalman models, `fit_readout` on the same 800 sequences and the exact linear push-forward of "
@@ -531,6 +536,8 @@ def main(argv=None) -> dict:
                         help="wobbly part: the Kalman models' learning rates as a multiple of the paper's (default 1)")
     parser.add_argument("--wobbly-observation", choices=OBSERVATIONS, default="linear",
                         help="wobbly part: the Kalman models' map from state to latents (LDMFilter's observation; default linear)")
+    parser.add_argument("--wobbly-moments", choices=RULES, default="linearize",
+                        help="wobbly part: the Kalman models' moment rule (LDMFilter's moments; default linearize)")
     parser.add_argument("--cost-activations", nargs="+", choices=sorted(RESIDUAL_ACTIVATIONS), default=["tanh"],
                         help="cost part: time the MLP predictor with each of these residual units (default tanh)")
     parser.add_argument("--cost-observations", nargs="+", choices=OBSERVATIONS, default=["linear"],
@@ -554,6 +561,7 @@ def main(argv=None) -> dict:
                        wobbly_state_dim=args.wobbly_state_dim, wobbly_schedule=args.wobbly_schedule,
                        wobbly_activation=args.wobbly_activation, wobbly_mlp_readout=args.wobbly_mlp_readout,
                        wobbly_lr_scale=args.wobbly_lr_scale, wobbly_observation=args.wobbly_observation,
+                       wobbly_moments=args.wobbly_moments,
                        cost_activations=tuple(args.cost_activations), cost_observations=tuple(args.cost_observations))
     if args.forecast_data:
         settings = replace(settings, forecast_data=tuple(args.forecast_data))
@@ -584,7 +592,8 @@ def main(argv=None) -> dict:
             + (f", {settings.wobbly_activation} residual units" if settings.wobbly_activation != "tanh" else "")
             + (", MLP read-out" if settings.wobbly_mlp_readout else "")
             + (f", learning rate ×{settings.wobbly_lr_scale:g}" if settings.wobbly_lr_scale != 1 else "")
-            + OBSERVATION_LABEL.get(settings.wobbly_observation, ""),
+            + OBSERVATION_LABEL.get(settings.wobbly_observation, "")
+            + (f", {settings.wobbly_moments} rule" if settings.wobbly_moments != "linearize" else ""),
             "forecast": "forecast" if (args.forecast_data is None and args.pendulum_epochs is None and not args.lorenz_levels
                                        and settings.multistep == 1)
             else f"forecast, {' and '.join(settings.forecast_data)}" + (

@@ -153,3 +153,14 @@ def test_multistep_and_lorenz_levels_options_reach_every_forecast_model(load_ben
     assert built == [3, 3]  # the linear and the MLP predictor
     text = module.render_forecast(results["forecast"], replace(module.QUICK, multistep=3))
     assert "`multistep=3`" in text and "2- to 3-step predictions" in text
+
+
+def test_wobbly_moments_option_reaches_every_kalman_model(load_benchmark):
+    module = load_benchmark("nonlinear")
+    settings = replace(module.QUICK, wobbly_moments="unscented", wobbly_observation="clamp")
+    for name, model in module.wobbly_models(settings, seed=0, epochs=1).items():
+        kalman = model.predictor == "kalman"
+        assert (model.moments == "unscented") == kalman
+        assert ("unscented" in name) == kalman
+    text = module.render_wobbly({0: {"row": {"r2": 0.9, "coverage": 0.9, "nll": 1.0, "fit_s": 1.0, "steps_per_s": 1.0}}}, settings)
+    assert "moment rule `moments='unscented'`" in text

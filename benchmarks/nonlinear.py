@@ -208,8 +208,7 @@ OBSERVATION_TEXT = {  # the Kalman models' map from state to latents (--wobbly-o
     "mlp": "; the map from state to latents `observation='mlp'` (`z = D h + g_φ(h)`, a tanh MLP (64,) that starts at "
            "zero)",
     "clamp": "; the map from state to latents `observation='clamp'` (each latent its state coordinate between two "
-             "learned bounds that start at ∓1 and learn at the encoder's rate, flat beyond, corners rounded with "
-             "β = 10)",
+             "learned bounds that start at ∓1, flat beyond, corners rounded with β = 10)",
 }
 WOBBLY_NOISE_TEXT = {  # the Kalman models' observation noise (--wobbly-noise): how the section describes it
     "fixed": "the paper's fixed `R = exp(s)·I`",

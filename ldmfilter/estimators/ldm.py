@@ -134,9 +134,8 @@ class LDMFilter(StateSpaceEstimator):
         processes take the same steps as one.
     learning_rate : float
         Encoder learning rate (the paper: 0.005 · 8 / 256); the predictor (and the residual MLP
-        of ``dynamics="mlp"``, and the MLP of ``observation="mlp"``) learns ×100 faster, a noise
-        head and the bounds of ``observation="clamp"`` ×1 (``lr_multipliers`` overrides, by
-        group: ``encoder``, ``predictor``, ``residual``, ``noise_head``, ``observation``).
+        of ``dynamics="mlp"``) learns ×100 faster, a noise head ×1 (``lr_multipliers``
+        overrides, by group: ``encoder``, ``predictor``, ``residual``, ``noise_head``).
     weight_decay : float
     lr_multipliers : dict, optional
     schedule : {"step", "linear", "cosine", "constant"}

@@ -56,8 +56,7 @@ class LDMTrainingModule(L.LightningModule):
         Per group (``encoder``, ``predictor``, ``residual``, ``noise_head``, ``observation``): the paper's
         ×100 for the predictor; a noise head ×1 (the paper: ×0.03, which leaves it at its
         initialisation, see :class:`~ldmfilter.nn.InputDependentNoise`); the residual MLP of nonlinear
-        dynamics and a nonlinear observation map learn like the predictor (×100) by default (``LDMFilter``
-        passes ×1 for the bounds of ``observation="clamp"``).
+        dynamics and a nonlinear observation map learn like the predictor (×100) by default.
     schedule : str
         See :func:`~ldmfilter.training.schedules.make_schedule`.
     entropy_weight : float

@@ -108,16 +108,3 @@ def test_the_observation_group_takes_its_learning_rate(observation, clamped):
     fresh = LDMFilter(**options)._build_model(frames.shape[2:], torch.nn.Identity()).observation
     for (name, trained), start in zip(model.model_.observation.named_parameters(), fresh.parameters()):
         torch.testing.assert_close(trained, start.to(trained.dtype), rtol=0, atol=0, msg=name)
-
-
-@pytest.mark.parametrize("observation,given,expected", [
-    ("clamp", None, 1.0), ("clamp", {"observation": 30.0}, 30.0), ("clamp", {"encoder": 2.0}, 1.0), ("mlp", None, 100.0),
-])
-def test_the_observation_group_default_rate(observation, given, expected, clamped):
-    """A clamp map's bounds learn at the encoder's rate unless told otherwise; an MLP map like the predictor."""
-    frames, _ = clamped
-    model = LDMFilter(state_dim=4, latent_dim=2, observation=observation, objective="knn", max_epochs=1,
-                      lr_multipliers=given, verbose=False).fit(frames[:4])
-    assert model.module_.lr_multipliers["observation"] == expected
-    assert model.module_.lr_multipliers["predictor"] == 100.0
-    assert model.lr_multipliers == given  # the user's setting is kept as given

@@ -271,12 +271,6 @@ class LDMFilter(StateSpaceEstimator):
         ):
             raise TypeError(f"trainer_kwargs must be a dict of Lightning Trainer arguments, got {self.trainer_kwargs!r}")
 
-    def _group_multipliers(self) -> dict:
-        """``lr_multipliers`` over this model's defaults: a clamp map's bounds, in the latents' units,
-        learn at the encoder's rate (×1), not the predictor's."""
-        defaults = {"observation": 1.0} if self.observation == "clamp" else {}
-        return {**defaults, **(self.lr_multipliers or {})}
-
     def _build_model(self, obs_shape: tuple, normalizer: Standardizer, control_dim: int = 0) -> torch.nn.Module:
         if self.encoder == "mlp":
             encoder = MLPEncoder(obs_shape, self.latent_dim, self.hidden)
@@ -515,7 +509,7 @@ class LDMFilter(StateSpaceEstimator):
             objective=self.objective,
             learning_rate=self.learning_rate,
             weight_decay=self.weight_decay,
-            lr_multipliers=self._group_multipliers(),
+            lr_multipliers=self.lr_multipliers,
             schedule=self.schedule,
             entropy_weight=self.entropy_weight,
             multistep=self.multistep,

@@ -134,8 +134,9 @@ class LDMFilter(StateSpaceEstimator):
         processes take the same steps as one.
     learning_rate : float
         Encoder learning rate (the paper: 0.005 · 8 / 256); the predictor (and the residual MLP
-        of ``dynamics="mlp"``) learns ×100 faster, a noise head ×1 (``lr_multipliers``
-        overrides, by group: ``encoder``, ``predictor``, ``residual``, ``noise_head``).
+        of ``dynamics="mlp"``, and a nonlinear ``observation`` map) learns ×100 faster, a noise
+        head ×1 (``lr_multipliers`` overrides, by group: ``encoder``, ``predictor``,
+        ``residual``, ``noise_head``, ``observation``).
     weight_decay : float
     lr_multipliers : dict, optional
     schedule : {"step", "linear", "cosine", "constant"}

@@ -117,8 +117,8 @@ class LDMFilter(StateSpaceEstimator):
         while the state moves on (a blob clamped to the image border): the state can then stay an
         affine image of the position.  ``"clamp"`` cannot warp the seen range, ``"mlp"`` can, and
         then a linear probe of the state is no longer assured.  Beyond the clamp's band only the
-        transition holds the state, so pair it with ``dynamics="linear"`` or
-        ``dynamics_activation="localized"`` (``docs/nonlinear.md``).  The
+        transition holds the state, and a transition that pushes far from the data can carry it
+        away for good (one wobbly seed in seven with tanh units; ``docs/nonlinear.md``).  The
         update conditions on the moments that ``moments`` gives for ``c(h)`` instead of being the
         exact Kalman update, and training records it with autograd (with ``"mlp"`` a step took
         2.2–2.6× as long as with the linear map and the first-order rule's hand-written reverse

@@ -233,10 +233,10 @@ def wobbly_models(settings: Settings, seed: int, epochs: int, predictors=WOBBLY_
         f", gradients clipped at {settings.wobbly_clip:g}" if settings.wobbly_clip is not None else "") + (
         f", {settings.wobbly_schedule} schedule" if settings.wobbly_schedule != "step" else "") + (
         f", learning rate ×{settings.wobbly_lr_scale:g}" if settings.wobbly_lr_scale != 1 else "") + (
-        OBSERVATION_LABEL.get(settings.wobbly_observation, "")) + (
-        f", {settings.wobbly_moments} rule" if settings.wobbly_moments != "linearize" else "")
+        OBSERVATION_LABEL.get(settings.wobbly_observation, ""))
+    rule = f", {settings.wobbly_moments} rule" if settings.wobbly_moments != "linearize" else ""  # the MLP row names it anyway
     models = {
-        "linear": (f"Kalman, linear ({r_form})", lambda: LDMFilter(**kalman)),
+        "linear": (f"Kalman, linear ({r_form}{rule})", lambda: LDMFilter(**kalman)),
         "mlp": (f"Kalman, MLP {settings.dynamics_hidden}{_units(settings)} {settings.wobbly_moments} ({r_form})", lambda: LDMFilter(
             dynamics="mlp", dynamics_hidden=settings.dynamics_hidden, dynamics_activation=settings.wobbly_activation,
             **kalman)),

@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -32,6 +33,7 @@ from ..nn import (
     make_noise,
 )
 from ..nn.normalization import Standardizer
+from ..training.divergence import TrainingDivergedWarning, late_divergence
 from ..training.objectives import OBJECTIVES
 from ..training.schedules import DEFAULT_LR_MULTIPLIERS
 from .base import StateSpaceEstimator
@@ -437,6 +439,14 @@ class LDMFilter(StateSpaceEstimator):
             written by another model, other data or another training plan.
         FileNotFoundError
             No checkpoint at ``resume_from``.
+        FloatingPointError
+            The transition matrix became NaN or inf during training (the step and its loss are named).
+
+        Warns
+        -----
+        TrainingDivergedWarning
+            The loss of the last steps lies far above its best (``late_divergence``): training
+            ended in a blow-up that left the weights finite but the model broken.
         """
         # Lightning (175 MiB, seconds to import) is needed to train only: a loaded model filters without it
         import lightning as L
@@ -532,6 +542,9 @@ class LDMFilter(StateSpaceEstimator):
         self.model_.zero_grad(set_to_none=True)
         self.loss_history_ = list(self.module_.loss_history)
         self.training_seconds_ = self.module_.training_seconds
+        diverged = late_divergence(self.loss_history_)
+        if diverged is not None:
+            warnings.warn(diverged, TrainingDivergedWarning, stacklevel=2)
         self.probe_history_ = [] if probe is None else list(self.module_.probe.history)
         if self.predictor == "kalman" and on_disk:
             fit_disk_readouts(self, sequences, u, targets)

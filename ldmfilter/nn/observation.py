@@ -84,7 +84,9 @@ class ClampObservation(nn.Module):
     there.  On the wobbly video a tanh residual carried one seed's state in seven far beyond the
     band for good (probe R² 0.000; five seeds reached 0.97).  Neither a leak (``ε = 0.05``:
     0.93 on that seed, lower on others), localized residual units, the unscented rule nor
-    slower bounds made every seed train well (``docs/nonlinear.md``).
+    slower bounds made every seed train well.  The seeds that stop near 0.85 still hold the
+    position, warped by the encoder: a nearest-neighbour read-out of their state gives 0.96–0.98
+    (``docs/nonlinear.md``).
 
     Parameters
     ----------

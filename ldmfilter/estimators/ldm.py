@@ -544,7 +544,7 @@ class LDMFilter(StateSpaceEstimator):
         self.training_seconds_ = self.module_.training_seconds
         diverged = late_divergence(self.loss_history_)
         if diverged is not None:
-            warnings.warn(diverged, TrainingDivergedWarning, stacklevel=2)
+            warnings.warn(diverged, TrainingDivergedWarning, stacklevel=3)  # past cpu_settings, to the caller of fit
         self.probe_history_ = [] if probe is None else list(self.module_.probe.history)
         if self.predictor == "kalman" and on_disk:
             fit_disk_readouts(self, sequences, u, targets)

@@ -64,6 +64,7 @@ def test_fit_warns_when_its_run_blew_up(monkeypatch):
     seen = []
     monkeypatch.setattr(ldm, "late_divergence", lambda losses: seen.append(list(losses)) or "it blew up")
     X = np.random.default_rng(0).normal(size=(8, 12, 3)).astype(np.float32)
-    with pytest.warns(TrainingDivergedWarning, match="it blew up"):
+    with pytest.warns(TrainingDivergedWarning, match="it blew up") as caught:
         model = LDMFilter(state_dim=2, latent_dim=2, hidden=(4,), max_epochs=2, verbose=False).fit(X)
     assert seen == [model.loss_history_]
+    assert [w.filename for w in caught if w.category is TrainingDivergedWarning] == [__file__]  # points at the call of fit

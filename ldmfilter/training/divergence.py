@@ -49,7 +49,8 @@ def late_divergence(losses, window_fraction: float = 0.05, min_window: int = 10,
     count = losses.size // width
     if count < 4:
         return None
-    windows = losses[losses.size - count * width:].reshape(count, width)  # the last window ends at the last step
+    offset = losses.size - count * width  # the first steps left out, so that the last window ends at the last step
+    windows = losses[offset:].reshape(count, width)
     means = windows.mean(axis=1)
     earlier = np.where(np.isfinite(means[:-1]), means[:-1], np.inf)
     best = int(np.argmin(earlier))
@@ -60,7 +61,6 @@ def late_divergence(losses, window_fraction: float = 0.05, min_window: int = 10,
     last = means[-1]
     if np.isfinite(last) and last <= limit:
         return None
-    offset = losses.size - count * width
     above = best + 1 + int(np.argmax(~(means[best + 1:] <= limit)))  # the first window past the limit (NaN counts)
     return (
         f"the training loss blew up and stayed up: its mean over the last {width} optimiser steps is {last:.4g}, "

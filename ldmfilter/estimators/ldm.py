@@ -170,6 +170,16 @@ class LDMFilter(StateSpaceEstimator):
         zero during these calls (see ``_cpu_settings``).
     verbose : bool
         Progress bar and model summary.
+    on_divergence : {"restore", "keep"}
+        What ``fit`` does when training blows up.  ``fit`` keeps a copy of the weights at the end
+        of the window of steps (5% of the run) with the lowest mean loss so far.  ``"restore"``:
+        when an optimiser step makes the transition NaN or inf, training stops and the model
+        takes that copy; when the loss of the last window ends far above its best
+        (:func:`~ldmfilter.training.late_divergence`), the model takes it too.  Either way ``fit``
+        warns with a :class:`~ldmfilter.training.TrainingDivergedWarning` that says so (with no
+        window finished yet, the NaN case raises).  ``"keep"``: NaN or inf raises
+        ``FloatingPointError``, and a late blow-up keeps the last weights, with the warning.
+        ``loss_history_`` holds every step's loss either way.
     trainer_kwargs : dict, optional
         Merged into the Lightning Trainer's arguments.  ``{"strategy": "ddp", "devices": N,
         "num_nodes": M}`` trains on ``N × M`` processes (gloo on CPU, NCCL on GPU) when every
@@ -207,6 +217,7 @@ class LDMFilter(StateSpaceEstimator):
         random_state: int = 0,
         num_threads: int | None = 1,
         verbose: bool = True,
+        on_divergence: str = "restore",
         trainer_kwargs: dict | None = None,
     ):
         self.state_dim, self.latent_dim, self.encoder, self.hidden = state_dim, latent_dim, encoder, tuple(hidden)
@@ -219,7 +230,7 @@ class LDMFilter(StateSpaceEstimator):
         self.entropy_weight, self.window, self.normalize, self.dtype = entropy_weight, window, normalize, dtype
         self.multistep = multistep
         self.random_state, self.num_threads = random_state, num_threads
-        self.verbose, self.trainer_kwargs = verbose, trainer_kwargs
+        self.verbose, self.on_divergence, self.trainer_kwargs = verbose, on_divergence, trainer_kwargs
 
     # ------------------------------------------------------------------ construction
     def _check_params(self) -> None:
@@ -227,6 +238,7 @@ class LDMFilter(StateSpaceEstimator):
             ("encoder", ("mlp", "conv")), ("objective", tuple(OBJECTIVES)), ("predictor", ("kalman", "rnn")),
             ("dynamics", tuple(sorted(DYNAMICS))), ("moments", tuple(sorted(MOMENT_RULES))), ("dtype", tuple(sorted(DTYPES))),
             ("dynamics_activation", tuple(sorted(RESIDUAL_ACTIVATIONS))), ("observation", OBSERVATIONS),
+            ("on_divergence", ("restore", "keep")),
         ):
             value = getattr(self, name)
             if not isinstance(value, str) or value not in options:
@@ -440,13 +452,15 @@ class LDMFilter(StateSpaceEstimator):
         FileNotFoundError
             No checkpoint at ``resume_from``.
         FloatingPointError
-            The transition matrix became NaN or inf during training (the step and its loss are named).
+            The transition matrix became NaN or inf during training (the step and its loss are
+            named), with ``on_divergence="keep"`` or before the first window of steps finished.
 
         Warns
         -----
         TrainingDivergedWarning
-            The loss of the last steps lies far above its best (``late_divergence``): training
-            ended in a blow-up that left the weights finite but the model broken.
+            Training blew up (see ``on_divergence``): the transition became NaN or inf, or the
+            loss of the last steps lies far above its best (``late_divergence``).  The message
+            says which weights the model holds.
         """
         # Lightning (175 MiB, seconds to import) is needed to train only: a loaded model filters without it
         import lightning as L
@@ -528,6 +542,7 @@ class LDMFilter(StateSpaceEstimator):
             seed=self.random_state,
             run={"data": list(shape), "windows": len(windows), "window": window,
                  "stride": stride, "batch_size": int(self.batch_size), "seed": int(self.random_state), "epochs": epochs},
+            on_divergence="restore" if self.on_divergence == "restore" else "raise",
         )
         resume = None if resume_from is None else check_resume(resume_from, self.module_, self.module_.run)
         with quiet_lightning(self.verbose):
@@ -538,13 +553,11 @@ class LDMFilter(StateSpaceEstimator):
                 if "weights_only" in inspect.signature(trainer.fit).parameters:
                     options["weights_only"] = True
             trainer.fit(self.module_, datamodule=data, **options)
-        self.model_ = self.module_.model.cpu().eval()
-        self.model_.zero_grad(set_to_none=True)
         self.loss_history_ = list(self.module_.loss_history)
         self.training_seconds_ = self.module_.training_seconds
-        diverged = late_divergence(self.loss_history_)
-        if diverged is not None:
-            warnings.warn(diverged, TrainingDivergedWarning, stacklevel=3)  # past cpu_settings, to the caller of fit
+        self._fall_back_if_diverged()
+        self.model_ = self.module_.model.cpu().eval()
+        self.model_.zero_grad(set_to_none=True)
         self.probe_history_ = [] if probe is None else list(self.module_.probe.history)
         if self.predictor == "kalman" and on_disk:
             fit_disk_readouts(self, sequences, u, targets)
@@ -555,6 +568,24 @@ class LDMFilter(StateSpaceEstimator):
                 values, self.target_names_ = self._targets(targets, sequences)
                 self._fit_readout("targets", grid, values, readout, {})
         return self
+
+    def _fall_back_if_diverged(self) -> None:
+        """Warn when training blew up, after loading the best window's weights if ``on_divergence="restore"``."""
+        module, advice = self.module_, ("Smaller learning rates (learning_rate, lr_multipliers) or gradient clipping "
+                                        "(trainer_kwargs={'gradient_clip_val': 1.0}) may avoid it; loss_history_ holds "
+                                        "every step's loss")
+        if module.stopped_because is not None:  # a NaN transition; the module has restored the weights already
+            message = module.stopped_because
+        else:
+            diverged = late_divergence(self.loss_history_)
+            if diverged is None:
+                return
+            best = module.best_weights
+            if self.on_divergence == "restore" and best is not None and best.weights is not None:
+                message = f"{diverged}.  The model holds {best.restore(module.model)}.  {advice}"
+            else:
+                message = f"{diverged}.  The model holds the weights of the last step.  {advice}"
+        warnings.warn(message, TrainingDivergedWarning, stacklevel=4)  # past this, fit and cpu_settings, to the caller
 
     def _control_schema_names(self, controls, sequences) -> tuple[str, ...]:
         """Names of the controls: given names, the controls' own channel names, or ``control_k``."""

@@ -1,23 +1,45 @@
-"""Tell when a training run's loss blew up and stayed up: a divergence that leaves the weights finite.
+"""Tell when a training run's loss blew up, and keep the weights to fall back on.
 
-Non-finite weights stop training with an error (``after_optimizer_step``).  A run can also end
-with finite weights that are ruined: on one wobbly seed the filtered state ran away in the last
-250 of 5,000 steps, the loss rose from about −100 to 1.7e5, and the probe R² fell from 0.86 to
-0.00 (``docs/nonlinear.md``).  :func:`late_divergence` finds that case in the loss history.
+A run can end with non-finite weights (``after_optimizer_step`` catches them), or with finite
+weights that are ruined: on one wobbly seed the filtered state ran away in the last 250 of
+5,000 steps, the loss rose from about −100 to 1.7e5, and the probe R² fell from 0.86 to 0.00
+(``docs/nonlinear.md``).  :func:`late_divergence` finds the second case in the loss history;
+:class:`BestWindowWeights` keeps a copy of the weights at the end of the loss window that the
+check compares with, so that ``fit`` can restore them in either case.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import math
 
-__all__ = ["TrainingDivergedWarning", "late_divergence"]
+import numpy as np
+import torch
+
+__all__ = ["BestWindowWeights", "TrainingDivergedWarning", "late_divergence", "loss_windows"]
+
+WINDOW_FRACTION, MIN_WINDOW = 0.05, 10
 
 
 class TrainingDivergedWarning(UserWarning):
     """The training loss ended far above its best: the fitted weights are those of a diverged run."""
 
 
-def late_divergence(losses, window_fraction: float = 0.05, min_window: int = 10, tolerance: float = 20.0) -> str | None:
+def loss_windows(steps: int, window_fraction: float = WINDOW_FRACTION, min_window: int = MIN_WINDOW) -> tuple[int, int, int]:
+    """The windows :func:`late_divergence` cuts a run of ``steps`` optimiser steps into.
+
+    Returns
+    -------
+    width, count, offset : int
+        ``count`` windows of ``width = max(min_window, round(window_fraction · steps))`` steps;
+        the first ``offset`` steps are left out, so that the last window ends at the last step.
+    """
+    width = max(int(min_window), int(round(window_fraction * steps)))
+    count = steps // width
+    return width, count, steps - count * width
+
+
+def late_divergence(losses, window_fraction: float = WINDOW_FRACTION, min_window: int = MIN_WINDOW,
+                    tolerance: float = 20.0) -> str | None:
     """Describe a blow-up of the loss at the end of training, or return None.
 
     The losses are cut into consecutive windows of ``w = max(min_window, window_fraction · n)``
@@ -45,11 +67,9 @@ def late_divergence(losses, window_fraction: float = 0.05, min_window: int = 10,
         limit), for a warning; None when the run did not diverge.
     """
     losses = np.asarray(losses, dtype=np.float64)
-    width = max(int(min_window), int(round(window_fraction * losses.size)))
-    count = losses.size // width
+    width, count, offset = loss_windows(losses.size, window_fraction, min_window)
     if count < 4:
         return None
-    offset = losses.size - count * width  # the first steps left out, so that the last window ends at the last step
     windows = losses[offset:].reshape(count, width)
     means = windows.mean(axis=1)
     earlier = np.where(np.isfinite(means[:-1]), means[:-1], np.inf)
@@ -66,7 +86,57 @@ def late_divergence(losses, window_fraction: float = 0.05, min_window: int = 10,
         f"the training loss blew up and stayed up: its mean over the last {width} optimiser steps is {last:.4g}, "
         f"against {means[best]:.4g} over steps {offset + best * width}–{offset + (best + 1) * width - 1} "
         f"(per-step spread {spread:.3g} there); it first went past {limit:.4g} in the window from step "
-        f"{offset + above * width}.  The fitted model holds the weights of the last step.  Smaller learning rates "
-        "(learning_rate, lr_multipliers) or gradient clipping (trainer_kwargs={'gradient_clip_val': 1.0}) may "
-        "avoid it; loss_history_ holds every step's loss"
+        f"{offset + above * width}"
     )
+
+
+class BestWindowWeights:
+    """A copy of the weights at the end of the loss window with the lowest mean so far.
+
+    The windows are those :func:`late_divergence` judges a run of ``planned_steps`` steps by, so
+    when a run that ends as planned has diverged, the copy holds the weights at the end of the
+    very window the check compared the last one with.  Only windows whose losses are all finite
+    count.  The copy lives on the CPU, one model's weights at most.
+
+    Parameters
+    ----------
+    planned_steps : int or float
+        Optimiser steps the run will take (``Trainer.estimated_stepping_batches``); not finite:
+        no windows, nothing is kept.
+    """
+
+    def __init__(self, planned_steps):
+        finite = math.isfinite(planned_steps)
+        self.width, self.count, self.offset = loss_windows(int(planned_steps)) if finite else (0, 0, 0)
+        self.mean, self.steps, self.weights = math.inf, None, None
+
+    def observe(self, losses: list, module: torch.nn.Module) -> None:
+        """After an optimiser step: when ``losses`` (every step's, in order) just closed a window
+        with a lower mean than any before, copy ``module``'s weights."""
+        done = len(losses) - self.offset
+        if self.width == 0 or done <= 0 or done % self.width or done // self.width > self.count:
+            return
+        window = np.asarray(losses[-self.width:], dtype=np.float64)
+        mean = float(window.mean())
+        if np.isfinite(window).all() and mean < self.mean:
+            self.mean, self.steps = mean, (len(losses) - self.width, len(losses) - 1)
+            self.weights = {name: value.detach().to("cpu", copy=True) for name, value in module.state_dict().items()}
+
+    def restore(self, module: torch.nn.Module) -> str:
+        """Load the kept weights into ``module``; say which they are."""
+        module.load_state_dict(self.weights)
+        first, last = self.steps
+        return f"the weights after optimiser step {last}, the end of the steps {first}–{last} (mean loss {self.mean:.4g})"
+
+    def state_dict(self) -> dict:
+        """For checkpoints: the window grid and the kept copy."""
+        return {"grid": [self.width, self.count, self.offset], "mean": self.mean,
+                "steps": None if self.steps is None else list(self.steps), "weights": self.weights}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Take over a checkpoint's copy if it was kept on the same window grid (a resumed run
+        with more epochs has another grid: it keeps only the windows it closes itself)."""
+        if list(state["grid"]) != [self.width, self.count, self.offset]:
+            return
+        self.mean, self.weights = float(state["mean"]), state["weights"]
+        self.steps = None if state["steps"] is None else tuple(state["steps"])

@@ -9,6 +9,7 @@ import lightning as L
 import torch
 
 from .distributed import gather_batch
+from .divergence import BestWindowWeights
 from .objectives import ldm_loss
 from .probes import linear_probe_r2
 from .schedules import DEFAULT_LR_MULTIPLIERS, make_schedule
@@ -71,6 +72,14 @@ class LDMTrainingModule(L.LightningModule):
     run : dict, optional
         A description of the training run (data size, batches, seed, epochs) stored in
         checkpoints, which a resumed run must match (see :mod:`~ldmfilter.training.checkpoints`).
+    on_divergence : {"raise", "restore"}
+        When an optimiser step leaves the transition NaN or inf: raise ``FloatingPointError``, or
+        load ``best_weights`` (when a window has closed), record why in ``stopped_because`` and
+        stop training.
+
+    ``best_weights`` (:class:`~.divergence.BestWindowWeights`) keeps the weights at the end of
+    the lowest loss window of :func:`~.divergence.late_divergence`'s grid, for ``fit`` to fall
+    back on.
 
     Under distributed training (Lightning's DDP) each process trains on its slice of every
     global batch; the entropy estimators see the global batch (:func:`~.distributed.gather_batch`,
@@ -96,6 +105,7 @@ class LDMTrainingModule(L.LightningModule):
         probe: ProbeData | None = None,
         seed: int = 0,
         run: dict | None = None,
+        on_divergence: str = "raise",
     ):
         super().__init__()
         self.model = model
@@ -107,6 +117,10 @@ class LDMTrainingModule(L.LightningModule):
         self.generator = torch.Generator().manual_seed(int(seed))
         self.loss_history: list[float] = []
         self.run = dict(run or {})
+        if on_divergence not in ("raise", "restore"):
+            raise ValueError(f"on_divergence must be 'raise' or 'restore', got {on_divergence!r}")
+        self.on_divergence, self.stopped_because = on_divergence, None
+        self.best_weights, self._checkpoint_best = None, None
         self._started, self._probe_seconds, self._seconds_before = None, 0.0, 0.0
 
     def configure_optimizers(self):
@@ -122,6 +136,9 @@ class LDMTrainingModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self._started, self._probe_seconds = time.perf_counter(), 0.0
+        self.best_weights = BestWindowWeights(self.trainer.estimated_stepping_batches)
+        if self._checkpoint_best is not None:  # on_load_checkpoint runs before on_fit_start
+            self.best_weights.load_state_dict(self._checkpoint_best)
 
     @property
     def training_seconds(self) -> float:
@@ -136,6 +153,7 @@ class LDMTrainingModule(L.LightningModule):
             "probe_history": [] if self.probe is None else [list(entry) for entry in self.probe.history],
             "training_seconds": self.training_seconds if self._started is not None else self._seconds_before,
             "run": dict(self.run),
+            "best_weights": None if self.best_weights is None else self.best_weights.state_dict(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -146,6 +164,7 @@ class LDMTrainingModule(L.LightningModule):
         if self.probe is not None:
             self.probe.history = [(int(e), int(s), float(t), float(r)) for e, s, t, r in state["probe_history"]]
         self._seconds_before = float(state["training_seconds"])
+        self._checkpoint_best = state.get("best_weights")  # absent from checkpoints before 2026-12-02
 
     def training_step(self, batch, batch_idx):
         x, mask, *controls = batch  # (x, mask) or (x, mask, u)
@@ -167,10 +186,15 @@ class LDMTrainingModule(L.LightningModule):
             clip = self.trainer.gradient_clip_val
             advice = (f"a smaller clipping value than {clip:g}" if clip else
                       "gradient clipping (trainer_kwargs={'gradient_clip_val': 1.0})")
-            raise FloatingPointError(
-                f"{error} at optimiser step {self.global_step} (the loss of that step: {self.loss_history[-1]:.4g}); "
-                f"try a smaller learning_rate or lr_multipliers, or {advice}"
-            ) from error
+            message = (f"{error} at optimiser step {self.global_step} (the loss of that step: {self.loss_history[-1]:.4g}); "
+                       f"try a smaller learning_rate or lr_multipliers, or {advice}")
+            if self.on_divergence == "raise" or self.best_weights is None or self.best_weights.weights is None:
+                raise FloatingPointError(message) from error
+            self.stopped_because = f"{message}.  Training stopped there, and the model holds {self.best_weights.restore(self.model)}"
+            self.trainer.should_stop = True
+            return
+        if self.best_weights is not None:
+            self.best_weights.observe(self.loss_history, self.model)
 
     def on_train_epoch_end(self) -> None:
         if self.probe is None:

@@ -21,7 +21,8 @@ WINDOW_FRACTION, MIN_WINDOW = 0.05, 10
 
 
 class TrainingDivergedWarning(UserWarning):
-    """The training loss ended far above its best: the fitted weights are those of a diverged run."""
+    """Training blew up (a NaN transition, or a loss that ended far above its best); the message says
+    which weights the fitted model holds."""
 
 
 def loss_windows(steps: int, window_fraction: float = WINDOW_FRACTION, min_window: int = MIN_WINDOW) -> tuple[int, int, int]:

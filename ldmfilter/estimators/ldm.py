@@ -40,6 +40,7 @@ from .base import StateSpaceEstimator
 from .cpu import cpu_settings
 from .ldm_disk import check_disk_frames, check_disk_options, disk_normalizer, fit_disk_readouts
 from .persistence import save_model
+from .restarts import fit_restarts
 from .stream import FilterStream
 
 if TYPE_CHECKING:
@@ -162,6 +163,16 @@ class LDMFilter(StateSpaceEstimator):
         Input standardisation, stored with the model.
     dtype : {"float32", "float64"}
     random_state : int
+    n_init : int
+        Training runs (restarts) ``fit`` makes, with ``random_state + 100·k`` for run ``k``; 1 or
+        at least 3.  The model keeps the run whose filtered state shares the most affine signal
+        with the other runs' (the mean of the ``latent_dim`` largest canonical correlations;
+        :func:`~ldmfilter.estimators.restarts.restart_agreement`): a run that collapsed, or
+        whose encoder warped the signal, agrees with no other, while runs that reached the
+        solution the objective identifies up to an affine map agree with each other.  This
+        picks a good run when most of them are good; it costs ``n_init`` fits.  Kalman predictor,
+        in-memory data, no checkpoints.  ``restart_seeds_``, ``restart_scores_`` and
+        ``restart_index_`` record the choice.
     num_threads : int or None
         Intra-op threads of torch during ``fit``/``filter`` (restored afterwards).  The filter's
         many tiny matrix operations run fastest on one thread; on a busy machine extra threads
@@ -215,6 +226,7 @@ class LDMFilter(StateSpaceEstimator):
         normalize: str = "auto",
         dtype: str = "float32",
         random_state: int = 0,
+        n_init: int = 1,
         num_threads: int | None = 1,
         verbose: bool = True,
         on_divergence: str = "restore",
@@ -229,7 +241,7 @@ class LDMFilter(StateSpaceEstimator):
         self.weight_decay, self.lr_multipliers, self.schedule = weight_decay, lr_multipliers, schedule
         self.entropy_weight, self.window, self.normalize, self.dtype = entropy_weight, window, normalize, dtype
         self.multistep = multistep
-        self.random_state, self.num_threads = random_state, num_threads
+        self.random_state, self.n_init, self.num_threads = random_state, n_init, num_threads
         self.verbose, self.on_divergence, self.trainer_kwargs = verbose, on_divergence, trainer_kwargs
 
     # ------------------------------------------------------------------ construction
@@ -253,12 +265,16 @@ class LDMFilter(StateSpaceEstimator):
             raise ValueError(f"hidden must be positive integer widths, got {self.hidden!r}")
         if self.window is not None and self.window != "auto" and not _is_int(self.window):
             raise ValueError(f"window must be an integer, 'auto' or None, got {self.window!r}")
-        for name in ("max_epochs", "batch_size", "latent_dim", "state_dim", "multistep"):
+        for name in ("max_epochs", "batch_size", "latent_dim", "state_dim", "multistep", "n_init"):
             value = getattr(self, name)
             if name == "max_epochs" and value is None:
                 continue
             if not _is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_init == 2:
+            raise ValueError("n_init must be 1 or at least 3: two runs that disagree leave no majority to pick by")
+        if self.n_init > 1 and self.predictor != "kalman":
+            raise ValueError(f"n_init > 1 needs the Kalman predictor (a filtered state to compare), got predictor={self.predictor!r}")
         if self.multistep > 1 and self.predictor != "kalman":
             raise ValueError(f"multistep > 1 needs the Kalman predictor (a state belief to forecast), got predictor={self.predictor!r}")
         if self.predictor == "kalman" and self.latent_dim > self.state_dim:
@@ -472,6 +488,11 @@ class LDMFilter(StateSpaceEstimator):
         from .lightning_run import build_trainer, quiet_lightning
 
         self._check_params()
+        if self.n_init > 1:
+            if is_out_of_core(X):
+                raise ValueError("n_init > 1 needs data in memory: the restarts are compared on their filtered states")
+            return fit_restarts(self, X, controls, dict(targets=targets, epoch_data=epoch_data, probe=probe, readout=readout,
+                                                        checkpoint_dir=checkpoint_dir, resume_from=resume_from))
         if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
             raise TypeError(f"checkpoint_dir must be a str or os.PathLike, got {type(checkpoint_dir).__name__}")
         if checkpoint_dir is not None and Path(checkpoint_dir).is_file():

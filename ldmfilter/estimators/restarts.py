@@ -1,0 +1,99 @@
+"""Restarts of ``LDMFilter.fit`` (``n_init``), and the run among them whose state the others share.
+
+With the paper's linear predictor the LDM objective identifies the latent state up to an affine
+map (METHOD.md §3), so every run that reaches that solution holds the same ``L``-dimensional
+signal, each in its own affine coordinates.  A run that failed holds something else: a collapsed
+run keeps almost nothing of it, and a run whose encoder warped it (possible once the transition
+has a nonlinear residual, ``docs/nonlinear.md``) holds it only through a nonlinear map.  Canonical
+correlations measure how much of an affine signal two runs share, so the run that shares the most
+with the others is one of the majority that agree — when the majority succeeded.  The training
+loss does not tell them apart: a warped wobbly run scored a better held-out loss than good ones.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+__all__ = ["RESTART_SEED_STEP", "MAX_AGREEMENT_SERIES", "fit_restarts", "restart_agreement"]
+
+RESTART_SEED_STEP = 100  # restart k trains with random_state + 100·k
+MAX_AGREEMENT_SERIES = 1000  # the runs are compared on the filtered states of at most this many training series
+
+
+def _whitened_basis(states: np.ndarray) -> np.ndarray:
+    """An orthonormal basis (N, rank) of the centred columns of ``states`` (N, S), without near-null directions."""
+    centred = states - states.mean(axis=0)
+    u, singular, _ = np.linalg.svd(centred, full_matrices=False)
+    keep = singular > 1e-8 * max(float(singular[0]) if singular.size else 0.0, np.finfo(np.float64).tiny)
+    return u[:, keep]
+
+
+def restart_agreement(states: list, dims: int) -> np.ndarray:
+    """How much of an affine signal each run shares with the other runs.
+
+    For two runs, the canonical correlations between their states measure the largest
+    correlations that affine maps of the one reach with affine maps of the other; the agreement
+    of a pair is the mean of the ``dims`` largest.  A run's score is its mean agreement with
+    every other run.
+
+    Parameters
+    ----------
+    states : list of arrays, each (N, S_k)
+        Each run's filtered means at the same N time steps (any state sizes).
+    dims : int
+        How many canonical directions to count (the latent dimension ``L``).
+
+    Returns
+    -------
+    ndarray, shape (len(states),)
+        Scores in [0, 1]; higher: the run shares more of the others' affine signal.  A run
+        whose state is constant scores 0.
+    """
+    if len(states) < 2:
+        raise ValueError(f"restart_agreement needs at least 2 runs, got {len(states)}")
+    n = {np.shape(s)[0] for s in states}
+    if len(n) != 1:
+        raise ValueError(f"every run's states must cover the same time steps, got lengths {sorted(n)}")
+    bases = [_whitened_basis(np.asarray(s, dtype=np.float64)) for s in states]
+    pair = np.zeros((len(states), len(states)))
+    for i in range(len(states)):
+        for j in range(i + 1, len(states)):
+            correlations = np.linalg.svd(bases[i].T @ bases[j], compute_uv=False)
+            top = np.zeros(dims)
+            top[: min(dims, correlations.size)] = np.clip(correlations[:dims], 0.0, 1.0)
+            pair[i, j] = pair[j, i] = float(top.mean())
+    return pair.sum(axis=1) / (len(states) - 1)
+
+
+def _constructor_params(estimator) -> dict:
+    names = [p for p in inspect.signature(type(estimator).__init__).parameters if p != "self"]
+    return {name: getattr(estimator, name) for name in names}
+
+
+def fit_restarts(estimator, X, controls, fit_options: dict):
+    """Fit ``estimator.n_init`` runs and keep the one that agrees most with the others (see module doc).
+
+    Restart ``k`` is the same model with ``random_state + RESTART_SEED_STEP·k`` (so restart 0 is
+    the single run ``n_init=1`` gives).  The runs are compared on the filtered means of the
+    first ``MAX_AGREEMENT_SERIES`` training series.  The estimator takes the chosen run's fitted
+    state and records ``restart_seeds_``, ``restart_scores_`` and ``restart_index_``.
+    """
+    if fit_options.get("checkpoint_dir") is not None or fit_options.get("resume_from") is not None:
+        raise ValueError("n_init > 1 does not take checkpoint_dir or resume_from; fit the restarts one by one to checkpoint them")
+    params = _constructor_params(estimator)
+    seeds = [int(estimator.random_state) + RESTART_SEED_STEP * k for k in range(estimator.n_init)]
+    runs = [type(estimator)(**{**params, "n_init": 1, "random_state": seed}).fit(X, controls=controls, **fit_options)
+            for seed in seeds]
+    states = []
+    for run in runs:
+        sequences, u = run._inputs(X, controls)
+        count = min(sequences.values.shape[0], MAX_AGREEMENT_SERIES)
+        grid = run._filter_grid(sequences.values[:count], sequences.observed[:count], None if u is None else u[:count])
+        states.append(grid.filtered_mean.double().reshape(-1, grid.filtered_mean.shape[-1]).numpy())
+    scores = restart_agreement(states, estimator.latent_dim)
+    best = int(np.argmax(scores))
+    estimator.__dict__.update({name: value for name, value in vars(runs[best]).items() if name not in params})
+    estimator.restart_seeds_, estimator.restart_scores_, estimator.restart_index_ = seeds, scores, best
+    return estimator

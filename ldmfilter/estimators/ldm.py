@@ -165,13 +165,16 @@ class LDMFilter(StateSpaceEstimator):
     random_state : int
     n_init : int
         Training runs (restarts) ``fit`` makes, with ``random_state + 100·k`` for run ``k``; 1 or
-        at least 3.  The model keeps the run whose filtered state shares the most affine signal
-        with the other runs' (the mean of the ``latent_dim`` largest canonical correlations;
-        :func:`~ldmfilter.estimators.restarts.restart_agreement`): a run that collapsed, or
-        whose encoder warped the signal, agrees with no other, while runs that reached the
-        solution the objective identifies up to an affine map agree with each other.  This
-        picks a good run when most of them are good; it costs ``n_init`` fits.  Kalman predictor,
-        in-memory data, no checkpoints.  ``restart_seeds_``, ``restart_scores_`` and
+        at least 3.  Runs whose final loss (the mean of their last 5% of steps) lies more than 5
+        per-step spreads above the best run's are set aside: they did not learn what the others
+        did (:func:`~ldmfilter.estimators.restarts.comparable_runs`).  Of the rest the model
+        keeps the run whose filtered state shares the most affine signal with the others' (the
+        mean of the ``latent_dim`` largest canonical correlations,
+        :func:`~ldmfilter.estimators.restarts.restart_agreement`): a run whose encoder warped
+        the signal agrees with no other, while runs that reached the solution the objective
+        identifies up to an affine map agree with each other.  With fewer than 3 such runs, the
+        lowest final loss.  It costs ``n_init`` fits.  Kalman predictor, in-memory data, no
+        checkpoints.  ``restart_seeds_``, ``restart_losses_``, ``restart_scores_`` and
         ``restart_index_`` record the choice.
     num_threads : int or None
         Intra-op threads of torch during ``fit``/``filter`` (restored afterwards).  The filter's

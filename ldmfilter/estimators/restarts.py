@@ -7,7 +7,10 @@ run keeps almost nothing of it, and a run whose encoder warped it (possible once
 has a nonlinear residual, ``docs/nonlinear.md``) holds it only through a nonlinear map.  Canonical
 correlations measure how much of an affine signal two runs share, so the run that shares the most
 with the others is one of the majority that agree — when the majority succeeded.  The training
-loss does not tell them apart: a warped wobbly run scored a better held-out loss than good ones.
+loss does not tell warps apart (a warped wobbly run scored a better held-out loss than good
+ones), but it does tell collapses: a run that never learned the signal ends with a loss far above
+the others'.  So :func:`fit_restarts` first sets aside the runs whose final loss is clearly worse
+than the best run's (:func:`comparable_runs`), then picks by agreement among the rest.
 """
 
 from __future__ import annotations
@@ -16,10 +19,52 @@ import inspect
 
 import numpy as np
 
-__all__ = ["RESTART_SEED_STEP", "MAX_AGREEMENT_SERIES", "fit_restarts", "restart_agreement"]
+from ..training.divergence import loss_windows
+
+__all__ = ["RESTART_SEED_STEP", "MAX_AGREEMENT_SERIES", "LOSS_TOLERANCE", "comparable_runs", "fit_restarts",
+           "restart_agreement"]
 
 RESTART_SEED_STEP = 100  # restart k trains with random_state + 100·k
 MAX_AGREEMENT_SERIES = 1000  # the runs are compared on the filtered states of at most this many training series
+LOSS_TOLERANCE = 5.0  # per-step spreads a run's final loss may lie above the best run's and still count
+
+
+def comparable_runs(histories: list, tolerance: float = LOSS_TOLERANCE) -> tuple[np.ndarray, list]:
+    """The runs whose final loss is not clearly worse than the best run's.
+
+    A run's final loss is the mean over the last window of :func:`~ldmfilter.training.late_divergence`'s
+    grid (5% of its steps).  A run counts when that mean lies at most ``tolerance`` per-step spreads
+    (the median absolute deviation of the best run's last window) above the lowest one.  On the
+    wobbly video (10,000 × 4, clamp map) the good runs ended within 1 spread of each other
+    (spread 19–26), a run with probe R² 0.88 3.3 spreads above the best, and collapsed runs (R²
+    ≈ 0) 10–15 spreads above.
+
+    Parameters
+    ----------
+    histories : list of sequences of float
+        Each run's ``loss_history_``.
+    tolerance : float
+
+    Returns
+    -------
+    final : ndarray, shape (len(histories),)
+        Each run's final loss (NaN or inf where the last window is not finite).
+    kept : list of int
+        The runs that count, lowest final loss first.
+    """
+    windows = []
+    for history in histories:
+        history = np.asarray(history, dtype=np.float64)
+        windows.append(history[-loss_windows(history.size)[0]:])
+    final = np.array([w.mean() for w in windows])
+    finite = np.isfinite(final)
+    if not finite.any():
+        return final, []
+    best = int(np.argmin(np.where(finite, final, np.inf)))
+    spread = float(np.median(np.abs(windows[best] - np.median(windows[best]))))
+    limit = final[best] + tolerance * max(spread, 1e-6 * max(1.0, abs(final[best])))
+    kept = [k for k in np.argsort(np.where(finite, final, np.inf), kind="stable") if finite[k] and final[k] <= limit]
+    return final, [int(k) for k in kept]
 
 
 def _whitened_basis(states: np.ndarray) -> np.ndarray:
@@ -73,12 +118,16 @@ def _constructor_params(estimator) -> dict:
 
 
 def fit_restarts(estimator, X, controls, fit_options: dict):
-    """Fit ``estimator.n_init`` runs and keep the one that agrees most with the others (see module doc).
+    """Fit ``estimator.n_init`` runs and keep one (see the module's doc).
 
     Restart ``k`` is the same model with ``random_state + RESTART_SEED_STEP·k`` (so restart 0 is
-    the single run ``n_init=1`` gives).  The runs are compared on the filtered means of the
-    first ``MAX_AGREEMENT_SERIES`` training series.  The estimator takes the chosen run's fitted
-    state and records ``restart_seeds_``, ``restart_scores_`` and ``restart_index_``.
+    the single run ``n_init=1`` gives).  Of the runs :func:`comparable_runs` keeps, the one that
+    agrees most with the others (:func:`restart_agreement` on the filtered means of the first
+    ``MAX_AGREEMENT_SERIES`` training series) when there are at least 3 of them, else the one
+    with the lowest final loss.  The estimator takes the chosen run's fitted state and records
+    ``restart_seeds_``, ``restart_losses_`` (final losses), ``restart_scores_`` (agreement among
+    the comparable runs; NaN for the others, and for all when fewer than 3 are comparable) and
+    ``restart_index_``.
     """
     if fit_options.get("checkpoint_dir") is not None or fit_options.get("resume_from") is not None:
         raise ValueError("n_init > 1 does not take checkpoint_dir or resume_from; fit the restarts one by one to checkpoint them")
@@ -86,14 +135,21 @@ def fit_restarts(estimator, X, controls, fit_options: dict):
     seeds = [int(estimator.random_state) + RESTART_SEED_STEP * k for k in range(estimator.n_init)]
     runs = [type(estimator)(**{**params, "n_init": 1, "random_state": seed}).fit(X, controls=controls, **fit_options)
             for seed in seeds]
-    states = []
-    for run in runs:
-        sequences, u = run._inputs(X, controls)
-        count = min(sequences.values.shape[0], MAX_AGREEMENT_SERIES)
-        grid = run._filter_grid(sequences.values[:count], sequences.observed[:count], None if u is None else u[:count])
-        states.append(grid.filtered_mean.double().reshape(-1, grid.filtered_mean.shape[-1]).numpy())
-    scores = restart_agreement(states, estimator.latent_dim)
-    best = int(np.argmax(scores))
+    final, kept = comparable_runs([run.loss_history_ for run in runs])
+    if not kept:
+        raise FloatingPointError(f"every restart ended with a non-finite loss (final losses {final.tolist()})")
+    scores = np.full(len(runs), np.nan)
+    best = kept[0]
+    if len(kept) >= 3:
+        states = []
+        for k in kept:
+            sequences, u = runs[k]._inputs(X, controls)
+            count = min(sequences.values.shape[0], MAX_AGREEMENT_SERIES)
+            grid = runs[k]._filter_grid(sequences.values[:count], sequences.observed[:count], None if u is None else u[:count])
+            states.append(grid.filtered_mean.double().reshape(-1, grid.filtered_mean.shape[-1]).numpy())
+        scores[kept] = restart_agreement(states, estimator.latent_dim)
+        best = kept[int(np.argmax(scores[kept]))]
     estimator.__dict__.update({name: value for name, value in vars(runs[best]).items() if name not in params})
-    estimator.restart_seeds_, estimator.restart_scores_, estimator.restart_index_ = seeds, scores, best
+    estimator.restart_seeds_, estimator.restart_losses_ = seeds, final
+    estimator.restart_scores_, estimator.restart_index_ = scores, best
     return estimator

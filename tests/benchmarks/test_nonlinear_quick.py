@@ -107,6 +107,20 @@ def test_wobbly_lr_scale_option_reaches_only_the_kalman_models(load_benchmark):
     assert "Kalman models: ×0.5 those" in text
 
 
+def test_wobbly_n_init_option_reaches_only_the_kalman_models_and_logs_the_choice(load_benchmark):
+    module = load_benchmark("nonlinear")
+    settings = replace(module.QUICK, wobbly_n_init=3, wobbly_train=16, wobbly_test=8)
+    for name, model in module.wobbly_models(settings, seed=0, epochs=1).items():
+        kalman = model.predictor != "rnn"
+        assert model.n_init == (3 if kalman else 1)
+        assert ("best of 3 restarts" in name) == kalman
+    text = module.render_wobbly({0: {"row": {"r2": 0.9, "coverage": 0.9, "nll": 1.0, "fit_s": 1.0, "steps_per_s": 1.0}}}, settings)
+    assert "`n_init=3` restarts" in text
+    lines = []
+    rows = module.run_wobbly_seed(settings, 0, log=lines.append, predictors=("linear",))
+    assert len(rows) == 1 and any("restarts [0, 100, 200]: agreement" in line and "kept" in line for line in lines)
+
+
 def test_wobbly_activation_option_reaches_only_the_mlp_predictor(load_benchmark):
     module = load_benchmark("nonlinear")
     settings = replace(module.QUICK, wobbly_activation="localized")

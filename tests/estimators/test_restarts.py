@@ -1,4 +1,5 @@
-"""Restarts (``LDMFilter(n_init=K)``): the agreement score between runs and the run ``fit`` keeps."""
+"""Restarts (``LDMFilter(n_init=K)``): which runs count by their loss, the agreement between runs, and the run
+``fit`` keeps."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 import xarray as xr
 
 from ldmfilter import LDMFilter
-from ldmfilter.estimators.restarts import restart_agreement
+from ldmfilter.estimators import restarts
+from ldmfilter.estimators.restarts import comparable_runs, restart_agreement
 
 TINY = dict(state_dim=3, latent_dim=2, hidden=(8,), max_epochs=3, batch_size=4, verbose=False)
 
@@ -55,21 +57,57 @@ def test_agreement_refuses_fewer_than_two_runs_or_unequal_lengths():
         restart_agreement([np.zeros((5, 2)), np.zeros((6, 2))], dims=2)
 
 
+def run_losses(level, n=2000, spread=25.0, seed=0):
+    """A run's loss history ending around ``level``, heavy-tailed like the wobbly runs' (per-step spread ~25)."""
+    rng = np.random.default_rng(seed)
+    return level + 300.0 * np.exp(-np.arange(n) / 300.0) + spread * rng.standard_t(2, size=n)
+
+
+def test_runs_that_end_clearly_worse_do_not_count():
+    """The wobbly pattern: good runs within a spread of each other, collapsed runs 10+ spreads above."""
+    histories = [run_losses(-192.0, seed=1), run_losses(140.0, seed=2), run_losses(-210.0, seed=3), run_losses(-130.0, seed=4)]
+    final, kept = comparable_runs(histories)
+    assert final == pytest.approx([h[-100:].mean() for h in histories])  # the last 5% of 2000 steps
+    assert kept == [2, 0, 3]  # lowest final loss first; the collapsed run is out
+    assert comparable_runs(histories, tolerance=0.0)[1] == [2]  # only the best one
+
+
+def test_non_finite_runs_never_count():
+    histories = [run_losses(-100.0), run_losses(-200.0, seed=1)]
+    histories[1][-3] = np.nan
+    final, kept = comparable_runs(histories)
+    assert np.isnan(final[1]) and kept == [0]
+    assert comparable_runs([np.full(100, np.inf)])[1] == []
+
+
 @pytest.fixture(scope="module")
 def series():
     return np.random.default_rng(0).normal(size=(8, 20, 3)).cumsum(1).astype(np.float32)
 
 
-def test_fit_keeps_the_run_that_agrees_most(series):
+@pytest.mark.parametrize("kept", [[1, 0, 2], [2, 0]])
+def test_fit_keeps_the_comparable_run_that_agrees_most_or_the_lowest_loss(series, monkeypatch, kept):
+    """With 3 comparable runs, the one that agrees most with the other two; with fewer, the lowest final loss."""
+    monkeypatch.setattr(restarts, "comparable_runs", lambda histories: (np.array([h[-1] for h in histories]), kept))
     model = LDMFilter(**TINY, n_init=3, random_state=7).fit(series)
     assert model.restart_seeds_ == [7, 107, 207] and model.random_state == 7 and model.n_init == 3
     runs = [LDMFilter(**TINY, random_state=seed).fit(series) for seed in model.restart_seeds_]
-    states = [run.filter(series).mean.reshape(-1, 3) for run in runs]
-    np.testing.assert_allclose(model.restart_scores_, restart_agreement(states, dims=2), rtol=1e-5)
-    assert model.restart_index_ == int(np.argmax(model.restart_scores_))
+    np.testing.assert_allclose(model.restart_losses_, [run.loss_history_[-1] for run in runs], rtol=1e-6)
+    if len(kept) == 3:
+        states = [runs[k].filter(series).mean.reshape(-1, 3) for k in kept]
+        np.testing.assert_allclose(model.restart_scores_[kept], restart_agreement(states, dims=2), rtol=1e-5)
+        assert model.restart_index_ == int(np.nanargmax(model.restart_scores_))
+    else:
+        assert np.isnan(model.restart_scores_).all() and model.restart_index_ == 2
     chosen = runs[model.restart_index_]
     np.testing.assert_array_equal(model.filter(series).mean, chosen.filter(series).mean)
     assert model.loss_history_ == chosen.loss_history_
+
+
+def test_fit_raises_when_every_restart_ended_non_finite(series, monkeypatch):
+    monkeypatch.setattr(restarts, "comparable_runs", lambda histories: (np.full(len(histories), np.nan), []))
+    with pytest.raises(FloatingPointError, match="every restart ended with a non-finite loss"):
+        LDMFilter(**TINY, n_init=3).fit(series)
 
 
 def test_n_init_refuses_what_it_cannot_serve(series):

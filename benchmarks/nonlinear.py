@@ -98,7 +98,7 @@ class Settings:
     wobbly_lr_scale: float = 1.0  # the Kalman models' learning rates, as a multiple of the paper's (every group alike)
     wobbly_observation: str = "linear"  # the Kalman models' map from state to latents (LDMFilter's observation)
     wobbly_moments: str = "linearize"  # the Kalman models' moment rule (LDMFilter's moments)
-    wobbly_n_init: int = 1  # restarts of every Kalman model, the run kept by agreement (LDMFilter's n_init)
+    wobbly_n_init: int = 1  # restarts of every Kalman model (LDMFilter's n_init: loss, then agreement, picks the run)
     pendulum_train: int = 1000
     pendulum_test: int = 300
     pendulum_origins: tuple = (40, 55)
@@ -288,8 +288,8 @@ def run_wobbly_seed(settings: Settings, seed: int, log=print, predictors=WOBBLY_
         log(f"  seed {seed} {name:<36s} R² {r2:.3f}  coverage {rows[name]['coverage']:.3f}  "
             f"NLL {rows[name]['nll']:.3f}  fit {fit_s:.0f} s")
         if getattr(model, "n_init", 1) > 1:
-            log(f"  seed {seed} restarts {model.restart_seeds_}: agreement {np.round(model.restart_scores_, 4).tolist()}, "
-                f"kept {model.restart_seeds_[model.restart_index_]}")
+            log(f"  seed {seed} restarts {model.restart_seeds_}: final loss {np.round(model.restart_losses_, 1).tolist()}, "
+                f"agreement {np.round(model.restart_scores_, 4).tolist()}, kept {model.restart_seeds_[model.restart_index_]}")
         if model.predictor == "kalman" and model.observation == "clamp":  # has the map learned where the latents pin?
             observation, latents = model.model_.observation, model.transform(test.frames).reshape(-1, model.latent_dim)
             log(f"  seed {seed} clamp bounds low {np.round(observation.low.tolist(), 3)} high "
@@ -332,8 +332,9 @@ def render_wobbly(per_seed: dict, settings: Settings) -> str:
         + OBSERVATION_TEXT.get(settings.wobbly_observation, "")
         + (f", moment rule `moments='{settings.wobbly_moments}'`"
            if settings.wobbly_moments != "linearize" or settings.wobbly_observation != "linear" else "")
-        + (f"; each Kalman model the run of `n_init={settings.wobbly_n_init}` restarts that agrees most with the others "
-           "(its fit time counts every restart)" if settings.wobbly_n_init > 1 else "")
+        + (f"; each Kalman model the run that `n_init={settings.wobbly_n_init}` keeps of its restarts (those whose final "
+           "loss is clearly worse set aside, then the one that agrees most with the others; its fit time counts every "
+           "restart)" if settings.wobbly_n_init > 1 else "")
         + ". Probe: least squares from the filtered state means "
         "(RNN: latents) of the first 800 training sequences to the true position, R² on the test sequences. "
         "Beliefs: Kalman models, `fit_readout` on the same 800 sequences and the exact linear push-forward of "
@@ -545,7 +546,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--wobbly-moments", choices=RULES, default="linearize",
                         help="wobbly part: the Kalman models' moment rule (LDMFilter's moments; default linearize)")
     parser.add_argument("--wobbly-n-init", type=int, default=1,
-                        help="wobbly part: restarts of every Kalman model, kept by agreement (LDMFilter's n_init; default 1)")
+                        help="wobbly part: restarts of every Kalman model (LDMFilter's n_init; default 1)")
     parser.add_argument("--cost-activations", nargs="+", choices=sorted(RESIDUAL_ACTIVATIONS), default=["tanh"],
                         help="cost part: time the MLP predictor with each of these residual units (default tanh)")
     parser.add_argument("--cost-observations", nargs="+", choices=OBSERVATIONS, default=["linear"],

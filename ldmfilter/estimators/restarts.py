@@ -1,7 +1,7 @@
 """Restarts of ``LDMFilter.fit`` (``n_init``), and the run among them whose state the others share.
 
 With the paper's linear predictor the LDM objective identifies the latent state up to an affine
-map (METHOD.md §3), so every run that reaches that solution holds the same ``L``-dimensional
+map (METHOD.md §1), so every run that reaches that solution holds the same ``L``-dimensional
 signal, each in its own affine coordinates.  A run that failed holds something else: a collapsed
 run keeps almost nothing of it, and a run whose encoder warped it (possible once the transition
 has a nonlinear residual, ``docs/nonlinear.md``) holds it only through a nonlinear map.  Canonical

@@ -118,7 +118,7 @@ def test_wobbly_n_init_option_reaches_only_the_kalman_models_and_logs_the_choice
     assert "`n_init=3` restarts" in text
     lines = []
     rows = module.run_wobbly_seed(settings, 0, log=lines.append, predictors=("linear",))
-    assert len(rows) == 1 and any("restarts [0, 100, 200]: agreement" in line and "kept" in line for line in lines)
+    assert len(rows) == 1 and any("restarts [0, 100, 200]: final loss" in line and "agreement" in line and "kept" in line for line in lines)
 
 
 def test_wobbly_activation_option_reaches_only_the_mlp_predictor(load_benchmark):

@@ -115,7 +115,7 @@ def test_wobbly_n_init_option_reaches_only_the_kalman_models_and_logs_the_choice
         assert model.n_init == (3 if kalman else 1)
         assert ("best of 3 restarts" in name) == kalman
     text = module.render_wobbly({0: {"row": {"r2": 0.9, "coverage": 0.9, "nll": 1.0, "fit_s": 1.0, "steps_per_s": 1.0}}}, settings)
-    assert "`n_init=3` restarts" in text
+    assert "`n_init=3` keeps of its restarts" in text
     lines = []
     rows = module.run_wobbly_seed(settings, 0, log=lines.append, predictors=("linear",))
     assert len(rows) == 1 and any("restarts [0, 100, 200]: final loss" in line and "agreement" in line and "kept" in line for line in lines)

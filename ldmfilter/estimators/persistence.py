@@ -112,10 +112,15 @@ def _decode(value, tensors: dict):
     return value
 
 
+def constructor_params(estimator) -> dict:
+    """``{name: value}`` of the estimator's constructor arguments."""
+    names = [p for p in inspect.signature(type(estimator).__init__).parameters if p != "self"]
+    return {name: getattr(estimator, name) for name in names}
+
+
 def _hyper_parameters(estimator) -> tuple[str, dict]:
     """The constructor arguments as JSON (``trainer_kwargs`` only when JSON-serialisable), and tensors."""
-    names = [p for p in inspect.signature(type(estimator).__init__).parameters if p != "self"]
-    params = {name: getattr(estimator, name) for name in names}
+    params = constructor_params(estimator)
     if "trainer_kwargs" in params:
         try:
             json.dumps(params["trainer_kwargs"])

@@ -15,11 +15,10 @@ than the best run's (:func:`comparable_runs`), then picks by agreement among the
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 
-from ..training.divergence import loss_windows
+from ..training.divergence import loss_limit, loss_windows
+from .persistence import constructor_params
 
 __all__ = ["RESTART_SEED_STEP", "MAX_AGREEMENT_SERIES", "LOSS_TOLERANCE", "comparable_runs", "fit_restarts",
            "restart_agreement"]
@@ -61,8 +60,7 @@ def comparable_runs(histories: list, tolerance: float = LOSS_TOLERANCE) -> tuple
     if not finite.any():
         return final, []
     best = int(np.argmin(np.where(finite, final, np.inf)))
-    spread = float(np.median(np.abs(windows[best] - np.median(windows[best]))))
-    limit = final[best] + tolerance * max(spread, 1e-6 * max(1.0, abs(final[best])))
+    _, limit = loss_limit(windows[best], tolerance)
     kept = [k for k in np.argsort(np.where(finite, final, np.inf), kind="stable") if finite[k] and final[k] <= limit]
     return final, [int(k) for k in kept]
 
@@ -112,11 +110,6 @@ def restart_agreement(states: list, dims: int) -> np.ndarray:
     return pair.sum(axis=1) / (len(states) - 1)
 
 
-def _constructor_params(estimator) -> dict:
-    names = [p for p in inspect.signature(type(estimator).__init__).parameters if p != "self"]
-    return {name: getattr(estimator, name) for name in names}
-
-
 def fit_restarts(estimator, X, controls, fit_options: dict):
     """Fit ``estimator.n_init`` runs and keep one (see the module's doc).
 
@@ -131,7 +124,7 @@ def fit_restarts(estimator, X, controls, fit_options: dict):
     """
     if fit_options.get("checkpoint_dir") is not None or fit_options.get("resume_from") is not None:
         raise ValueError("n_init > 1 does not take checkpoint_dir or resume_from; fit the restarts one by one to checkpoint them")
-    params = _constructor_params(estimator)
+    params = constructor_params(estimator)
     seeds = [int(estimator.random_state) + RESTART_SEED_STEP * k for k in range(estimator.n_init)]
     runs = [type(estimator)(**{**params, "n_init": 1, "random_state": seed}).fit(X, controls=controls, **fit_options)
             for seed in seeds]
@@ -141,12 +134,13 @@ def fit_restarts(estimator, X, controls, fit_options: dict):
     scores = np.full(len(runs), np.nan)
     best = kept[0]
     if len(kept) >= 3:
+        sequences, u = runs[0]._inputs(X, controls)  # the same grid for every run
+        count = min(sequences.values.shape[0], MAX_AGREEMENT_SERIES)
+        values, observed, u = sequences.values[:count], sequences.observed[:count], None if u is None else u[:count]
         states = []
         for k in kept:
-            sequences, u = runs[k]._inputs(X, controls)
-            count = min(sequences.values.shape[0], MAX_AGREEMENT_SERIES)
-            grid = runs[k]._filter_grid(sequences.values[:count], sequences.observed[:count], None if u is None else u[:count])
-            states.append(grid.filtered_mean.double().reshape(-1, grid.filtered_mean.shape[-1]).numpy())
+            mean = runs[k]._filter_grid(values, observed, u).filtered_mean
+            states.append(mean.double().reshape(-1, mean.shape[-1]).numpy())
         scores[kept] = restart_agreement(states, estimator.latent_dim)
         best = kept[int(np.argmax(scores[kept]))]
     estimator.__dict__.update({name: value for name, value in vars(runs[best]).items() if name not in params})

@@ -15,7 +15,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["BestWindowWeights", "TrainingDivergedWarning", "late_divergence", "loss_windows"]
+__all__ = ["BestWindowWeights", "TrainingDivergedWarning", "late_divergence", "loss_limit", "loss_windows"]
 
 WINDOW_FRACTION, MIN_WINDOW = 0.05, 10
 
@@ -37,6 +37,15 @@ def loss_windows(steps: int, window_fraction: float = WINDOW_FRACTION, min_windo
     width = max(int(min_window), int(round(window_fraction * steps)))
     count = steps // width
     return width, count, steps - count * width
+
+
+def loss_limit(window: np.ndarray, tolerance: float) -> tuple[float, float]:
+    """The per-step spread of a window of losses (its median absolute deviation) and the highest
+    mean loss within ``tolerance`` spreads above the window's mean (the spread floored at 1e-6 of
+    that mean's size, so that a constant window still allows rounding)."""
+    mean = float(window.mean())
+    spread = float(np.median(np.abs(window - np.median(window))))
+    return spread, mean + tolerance * max(spread, 1e-6 * max(1.0, abs(mean)))
 
 
 def late_divergence(losses, window_fraction: float = WINDOW_FRACTION, min_window: int = MIN_WINDOW,
@@ -77,8 +86,7 @@ def late_divergence(losses, window_fraction: float = WINDOW_FRACTION, min_window
     best = int(np.argmin(earlier))
     if not np.isfinite(earlier[best]):
         return None  # no finite window to compare with
-    spread = float(np.median(np.abs(windows[best] - np.median(windows[best]))))
-    limit = means[best] + tolerance * max(spread, 1e-6 * max(1.0, abs(means[best])))
+    spread, limit = loss_limit(windows[best], tolerance)
     last = means[-1]
     if np.isfinite(last) and last <= limit:
         return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -47,6 +48,16 @@ def _probability(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0.0):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
     return value
 
 
@@ -219,8 +230,9 @@ def _fit(args) -> int:
         batch_size=args.batch_size,
         window=args.window,
         random_state=args.seed,
+        n_init=args.n_init,
         verbose=not args.quiet,
-        trainer_kwargs={"enable_model_summary": False},
+        trainer_kwargs={"enable_model_summary": False} | ({} if args.clip is None else {"gradient_clip_val": args.clip}),
     )
     if args.hidden:
         options["hidden"] = tuple(args.hidden)
@@ -257,10 +269,19 @@ def _fit(args) -> int:
         f"epochs:          {args.epochs} ({len(history)} optimiser step{'' if len(history) == 1 else 's'})",
         f"training time:   {model.training_seconds_:.2f} s",
         f"final loss:      {final:.4g} (mean over the last epoch)",
+        *([] if args.n_init == 1 else [_restarts(model)]),
         f"model file:      {out}",
     ]
     print("\n".join(lines))
     return 0
+
+
+def _restarts(model) -> str:
+    """``restarts:  seeds 0, 100, 200; final losses …; agreement …; kept 100`` (the fit summary's line)."""
+    scores = ", ".join("set aside" if score != score else f"{score:.3f}" for score in model.restart_scores_)
+    return (f"restarts:        seeds {', '.join(map(str, model.restart_seeds_))}; final losses "
+            f"{', '.join(f'{loss:.4g}' for loss in model.restart_losses_)}; agreement {scores}; "
+            f"kept {model.restart_seeds_[model.restart_index_]}")
 
 
 def _apply(args) -> int:
@@ -320,7 +341,7 @@ def _info(args) -> int:
     print(f"model file: {args.model}")
     print(f"observation shape: {model.obs_shape_}")
     for name in ("state_dim", "latent_dim", "encoder", "noise", "objective", "predictor", "dynamics", "moments", "observation",
-                 "multistep", "dtype"):
+                 "multistep", "n_init", "dtype"):
         print(f"{name}: {getattr(model, name)}")
     print(f"parameters: {sum(p.numel() for p in model.model_.parameters())}")
     schema = model.schema_
@@ -419,7 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--batch-size", type=_positive_int, default=8, metavar="N", help="sequences (windows) per batch (default 8)")
     fit.add_argument("--window", type=_positive_int, metavar="STEPS", help="train on windows of this many steps (default: whole series)")
     fit.add_argument("--learning-rate", type=float, metavar="LR", help="encoder learning rate (default 0.005·8/256)")
+    fit.add_argument("--clip", type=_positive_float, metavar="NORM",
+                     help="clip the gradient norm of every optimiser step at NORM (default: no clipping)")
     fit.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
+    fit.add_argument("--n-init", type=_positive_int, default=1, metavar="K",
+                     help="train K runs (seeds SEED + 100·k) and keep the one the others agree with most; 1 or ≥ 3 "
+                          "(default 1)")
     fit.add_argument("--quiet", "-q", action="store_true", help="no progress bar (the summary is still printed)")
     fit.set_defaults(run=_fit)
 

@@ -3,6 +3,7 @@
 import contextlib
 import importlib.util
 import io
+import re
 import subprocess
 import sys
 
@@ -272,6 +273,27 @@ def test_controls_and_mlp_dynamics_through_the_command_line(tmp_path):
     status, out, err = run(["fit", tmp_path / "sensors.csv", "--series-col", "site", "--controls", "heat",
                             "--targets", "heat", "--model", tmp_path / "x.ldm", *TINY])
     assert status == 2 and "both --targets and --controls" in err
+
+
+def test_restarts_and_gradient_clipping_through_the_command_line(tmp_path):
+    """fit --n-init 3 --clip: the summary says which restart was kept; the model file keeps both options."""
+    sensor_table().to_csv(tmp_path / "sensors.csv", index=False)
+    argv = ["fit", tmp_path / "sensors.csv", "--series-col", "site", "--model", tmp_path / "m.ldm", "--seed", "5", *TINY]
+    status, out, err = run(argv + ["--n-init", "3", "--clip", "0.5"])
+    assert status == 0, err
+    line = re.search(r"^restarts: +seeds 5, 105, 205; final losses (\S+), (\S+), (\S+); agreement (.+); kept (\d+)$", out, re.M)
+    assert line is not None, out
+    assert int(line[5]) in (5, 105, 205) and all(np.isfinite(float(line[k])) for k in (1, 2, 3))
+    model = ldmfilter.load(tmp_path / "m.ldm")
+    assert model.n_init == 3 and model.trainer_kwargs["gradient_clip_val"] == 0.5
+    assert "n_init: 3" in run(["info", tmp_path / "m.ldm"])[1]
+    status, out, err = run(argv + ["--n-init", "2"])
+    assert status == 2 and "n_init must be 1 or at least 3" in err and "Traceback" not in err, err
+    for bad in ("0", "-1", "nan", "inf", "x"):
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_:
+            main([str(a) for a in argv + ["--clip", bad]])
+        assert exit_.value.code == 2 and "argument --clip: expected a positive" in err.getvalue()
 
 
 def test_calibrate_writes_the_factors_that_forecast_then_applies(fitted, tmp_path):

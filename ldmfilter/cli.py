@@ -444,8 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="clip the gradient norm of every optimiser step at NORM (default: no clipping)")
     fit.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
     fit.add_argument("--n-init", type=_positive_int, default=1, metavar="K",
-                     help="train K runs (seeds SEED + 100·k) and keep the one the others agree with most; 1 or ≥ 3 "
-                          "(default 1)")
+                     help="train K runs (seeds SEED + 100·k); of those whose final loss is not clearly worse, keep the one "
+                          "the others agree with most; 1 or ≥ 3 (default 1)")
     fit.add_argument("--quiet", "-q", action="store_true", help="no progress bar (the summary is still printed)")
     fit.set_defaults(run=_fit)
 

@@ -278,7 +278,7 @@ def _fit(args) -> int:
 
 def _restarts(model) -> str:
     """``restarts:  seeds 0, 100, 200; final losses …; agreement …; kept 100`` (the fit summary's line)."""
-    scores = ", ".join("set aside" if score != score else f"{score:.3f}" for score in model.restart_scores_)
+    scores = ", ".join("not scored" if math.isnan(score) else f"{score:.3f}" for score in model.restart_scores_)
     return (f"restarts:        seeds {', '.join(map(str, model.restart_seeds_))}; final losses "
             f"{', '.join(f'{loss:.4g}' for loss in model.restart_losses_)}; agreement {scores}; "
             f"kept {model.restart_seeds_[model.restart_index_]}")
